@@ -1,0 +1,269 @@
+"""The ``wdscale`` command line: rules, sweep, runs (+ report, bench, validate from their own modules).
+
+Bad input never prints a traceback: one line on stderr and exit code 2, before anything trains.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+
+from . import __version__
+from .rules import RULES, format_table, resolve
+
+# Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
+PLUGINS = {
+    "report": ("wdscale.report", "transfer verdict of a stored sweep (optimal LR per width, drift, regret)"),
+    "bench": ("wdscale.bench", "measure speed on this machine (matmul peak, MFU, ensemble speedup)"),
+    "validate": ("wdscale.validate", "reproduce the paper's claims with the tool itself"),
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the whole usage block)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _num_list(kind):
+    def parse(s: str):
+        out = []
+        for tok in s.split(","):
+            tok = tok.strip()
+            try:
+                v = kind(tok)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{tok!r} is not {'an integer' if kind is int else 'a number'}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise argparse.ArgumentTypeError(f"{tok!r} is not a finite number")
+            out.append(v)
+        if not out:
+            raise argparse.ArgumentTypeError("empty list")
+        return out
+    return parse
+
+
+def _finite(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number")
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+    return v
+
+
+def _rules(s: str) -> list[str]:
+    out = [r.strip() for r in s.split(",") if r.strip()]
+    for r in out:
+        if r not in RULES:
+            raise argparse.ArgumentTypeError(f"unknown rule {r!r}; choose from {', '.join(RULES)}")
+    if not out:
+        raise argparse.ArgumentTypeError("empty list")
+    return out
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options that describe a sweep (shared with validate/bench where relevant)."""
+    p.add_argument("--model", default="synthetic", choices=["synthetic", "transformer"])
+    p.add_argument("--widths", type=_num_list(int), default=[64, 128, 256], help="comma list, e.g. 64,128,256")
+    p.add_argument("--base-width", type=int, default=64, help="proxy width d0")
+    p.add_argument("--rules", type=_rules, default=["mup", "wd"], help=f"comma list of {', '.join(RULES)}")
+    p.add_argument("--lrs", type=_num_list(float), default=[1e-3, 3e-3, 1e-2], help="proxy lrs eta0")
+    p.add_argument("--wds", type=_num_list(float), default=[0.1],
+                   help="proxy torch weight_decay lam0 (per-step decay is lr*wd)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=_num_list(int), default=None, help="several seeds (overrides --seed)")
+    p.add_argument("-a", type=_finite, default=None, help="custom rule: matrix lr ~ m^-a")
+    p.add_argument("-b", type=_finite, default=None, help="custom rule: matrix wd ~ m^b")
+    p.add_argument("--schedule", default="constant", choices=["constant", "warmup", "cosine", "exp_warmup"])
+    p.add_argument("--warmup", type=_finite, default=0.0, help="warmup length as a fraction of steps")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--seq-len", type=int, default=128, help="transformer sequence length")
+    p.add_argument("--head-dim", type=int, default=32, help="transformer head dimension")
+    p.add_argument("--corpus", default="stdlib", help="transformer text: 'stdlib' or a UTF-8 file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--spectra-every", type=int, default=None, help="steps between spectra (default steps/16)")
+
+
+def configs_from_args(args) -> list:
+    from .sweep import expand_grid
+    from .train import preflight
+
+    if args.base_width is None or args.base_width <= 0:
+        raise UsageError(f"base width must be a positive integer, got {args.base_width}")
+    for w in args.widths:
+        if w <= 0:
+            raise UsageError(f"widths must be positive integers, got {w}")
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    common = dict(a=args.a, b=args.b, schedule=args.schedule, warmup=args.warmup, batch_size=args.batch_size,
+                  depth=args.depth)
+    if args.model == "transformer":
+        common.update(seq_len=args.seq_len, head_dim=args.head_dim, corpus=args.corpus)
+    configs = expand_grid(args.model, args.widths, args.base_width, args.rules, args.lrs, args.wds, args.steps,
+                          seeds, **common)
+    preflight(configs, args.device)
+    return configs
+
+
+def cmd_rules(args) -> int:
+    res = resolve(args.rule, args.width, args.base_width, args.lr, args.wd, args.a, args.b)
+    if args.json:
+        t = res.table(args.steps)
+        print(json.dumps({c: {**r, "tau": None if math.isinf(r["tau"]) else r["tau"]} for c, r in t.items()}))
+    else:
+        print(format_table(res, args.steps))
+        from .verdict import horizon_warnings
+
+        for w in horizon_warnings(res, args.steps):
+            print("warning:", w)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .store import RunStore
+    from .sweep import run_sweep
+    from .train import TrainOptions
+
+    configs = configs_from_args(args)
+    store = RunStore(args.out)
+    opts = TrainOptions(device=args.device, amp=args.amp, spectra_every=args.spectra_every)
+    bar = _progress_bar(configs, store)
+
+    def on_record(rec):
+        if args.json:
+            print(json.dumps(rec), flush=True)
+
+    try:
+        recs = run_sweep(configs, store, opts, on_event=bar, on_record=on_record, executor=args.executor,
+                         address=args.address)
+    finally:
+        bar.close()
+    if not args.json:
+        _print_summary(recs)
+    return 0
+
+
+def _progress_bar(configs, store):
+    """Callable event sink drawing a tqdm bar on stderr (steps x members)."""
+    from tqdm import tqdm
+
+    class Bar:
+        def __init__(self):
+            self.t = None
+            self.last = 0
+
+        def __call__(self, e):
+            if e["type"] == "plan":
+                steps = configs[0].steps if configs else 0
+                self.t = tqdm(total=e["to_train"] * steps, unit="member-step", file=sys.stderr, dynamic_ncols=True,
+                              desc=f"{e['to_train']} runs to train, {e['cached']} cached", disable=None)
+            elif e["type"] == "start":
+                self.n, self.last = e["n_members"], 0
+                if self.t:
+                    self.t.set_postfix_str(f"width {e['width']}")
+            elif e["type"] in ("step", "done", "cancelled") and self.t:
+                self.t.update((e["step"] - self.last) * self.n)
+                self.last = e["step"]
+
+        def close(self):
+            if self.t:
+                self.t.close()
+
+    return Bar()
+
+
+def _print_summary(recs):
+    print(f"{'rule':6} {'width':>5} {'lr':>9} {'wd':>8} {'matrix_lr':>9} {'matrix_wd':>9} {'final_loss':>10}  "
+          f"{'top_sv(max)':>11}  cached")
+    for r in recs:
+        fl = "diverged" if r["diverged"] else f"{r['final_loss']:.4g}"
+        sv = max((v for v in r["top_sv"].values() if v is not None), default=float("nan"))
+        print(f"{r['rule']:6} {r['width']:>5} {r['lr']:>9.3g} {r['wd']:>8.3g} {r['matrix_lr']:>9.3g} "
+              f"{r['matrix_wd']:>9.3g} {fl:>10}  {sv:>11.4g}  {'yes' if r.get('cached') else ''}")
+
+
+def cmd_runs(args) -> int:
+    from .store import RunStore
+
+    store = RunStore(args.out)
+    if args.delete:
+        for rid in args.delete:
+            store.delete(rid)
+        return 0
+    recs = store.records()
+    if args.json:
+        for r in recs:
+            print(json.dumps(r))
+    else:
+        for r in recs:
+            fl = "diverged" if r["diverged"] else f"{r['final_loss']:.4g}" if r["final_loss"] is not None else "-"
+            print(f"{r['run_id']}  {r['model']:11} {r['rule']:6} d={r['width']:<5} lr={r['lr']:<8.3g} "
+                  f"wd={r['wd']:<7.3g} steps={r['steps']:<6} {r['status']:8} loss={fl}")
+    return 0
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="wdscale", description="Width scaling of AdamW weight decay: rules, sweeps, spectra.")
+    p.add_argument("--version", action="version", version=f"wdscale {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    r = sub.add_parser("rules", help="per-class lr, wd, per-step decay lr*wd and tau at a width")
+    r.add_argument("--rule", required=True, choices=list(RULES))
+    r.add_argument("--width", type=int, required=True)
+    r.add_argument("--base-width", type=int, required=True)
+    r.add_argument("--lr", type=_finite, required=True)
+    r.add_argument("--wd", type=_finite, required=True, help="torch AdamW weight_decay (decay per step = lr*wd)")
+    r.add_argument("-a", type=_finite, default=None)
+    r.add_argument("-b", type=_finite, default=None)
+    r.add_argument("--steps", type=int, default=None, help="planned steps: adds steps/tau and horizon warnings")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rules)
+
+    s = sub.add_parser("sweep", help="train a grid (one ensemble per width) into the store")
+    add_run_args(s)
+    s.add_argument("--out", default=None, help="data dir (default $WDSCALE_DATA or ./runs)")
+    s.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+    s.add_argument("--executor", default="local", choices=["local", "ray"])
+    s.add_argument("--address", default=None, help="ray cluster address (auto or HOST:PORT)")
+    s.set_defaults(func=cmd_sweep)
+
+    u = sub.add_parser("runs", help="list or delete stored runs")
+    u.add_argument("--out", default=None)
+    u.add_argument("--json", action="store_true")
+    u.add_argument("--delete", nargs="+", metavar="RUN_ID")
+    u.set_defaults(func=cmd_runs)
+
+    for name, (modname, help_) in PLUGINS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+            continue
+        q = sub.add_parser(name, help=help_)
+        mod.configure(q)
+        q.set_defaults(func=mod.run)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, UsageError, FileNotFoundError) as e:
+        print(f"wdscale {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wdscale: interrupted; finished runs are in the store, rerun the same command to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""Ensemble batching: E independent models of one width stored as tensors with a leading member dim.
+
+Every member of a sweep at one width (its own eta, lam, rule and init seed) trains in the same batched
+matmuls.  Nothing ever mixes across the member dimension, so each member follows exactly the trajectory it
+would follow alone (tests/test_ensemble.py checks this against ``torch.optim.AdamW`` on a plain module).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .rules import Resolved
+
+
+class EnsembleModule(nn.Module):
+    """Base class for ensemble-batched models.
+
+    Subclasses create parameters of shape (E, ...) and fill ``self.param_class`` (name -> rule class).
+    They implement ``loss(batch) -> (E,)`` and may override ``init_std(name, cls)``.
+    ``readout_mult`` is a (E,) buffer: mu-P members multiply their logits by 1/m, SP members by 1.
+    """
+
+    def __init__(self, n_members: int, width: int):
+        super().__init__()
+        self.E = n_members
+        self.width = width
+        self.param_class: dict[str, str] = {}
+        self.register_buffer("readout_mult", torch.ones(n_members))
+
+    def add(self, name: str, shape: tuple, cls: str, fill: float | None = None) -> nn.Parameter:
+        p = nn.Parameter(torch.zeros(self.E, *shape) if fill is None else torch.full((self.E, *shape), fill))
+        self.register_parameter(name, p)
+        self.param_class[name] = cls
+        return p
+
+    def init_std(self, name: str, cls: str, shape: tuple) -> float | None:
+        """Init std of one member's tensor; None keeps the constructor's fill (gains = 1)."""
+        if cls == "vector":
+            return None
+        if cls == "embedding":
+            return 1.0
+        return 1.0 / math.sqrt(shape[-1])  # hidden and readout: 1/sqrt(fan_in); mu-P readout gets 1/m in forward
+
+    @torch.no_grad()
+    def init_member(self, i: int, seed: int, res: Resolved) -> None:
+        g = torch.Generator().manual_seed(int(seed))
+        for name, p in self.named_parameters():
+            std = self.init_std(name, self.param_class[name], tuple(p.shape[1:]))
+            if std is not None:
+                # Drawn on the CPU in fp32 so a member's init does not depend on device or ensemble size.
+                p[i].copy_(torch.randn(p.shape[1:], generator=g) * std)
+        self.readout_mult[i] = res.readout_mult
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        return {n: p[i].detach().to("cpu", torch.float32).clone() for n, p in self.named_parameters()}
+
+    def load_member(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, p in self.named_parameters():
+                p[i].copy_(state[n])
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        """Every 2-D (per member) parameter, the ones whose spectra we track."""
+        return {n: p for n, p in self.named_parameters() if p.ndim == 3}
+
+
+def elinear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Member-batched linear map: x (E, ..., in), w (E, out, in) -> (E, ..., out)."""
+    E = w.shape[0]
+    lead = x.shape[1:-1]
+    y = torch.bmm(x.reshape(E, -1, x.shape[-1]), w.transpose(1, 2))
+    return y.reshape(E, *lead, w.shape[1])
+
+
+def rms_norm(x: torch.Tensor, gain: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dim; gain (E, d) broadcast over the middle dims."""
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    if gain is not None:
+        y = y * gain.reshape(gain.shape[0], *([1] * (x.ndim - 2)), gain.shape[-1])
+    return y
+
+
+def _bcast(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (p.ndim - 1)))
+
+
+class EnsembleAdamW:
+    """AdamW with a learning rate and weight decay per member and per parameter.
+
+    Same maths as ``torch.optim.AdamW`` (decoupled decay ``p *= 1 - lr*wd`` then the Adam step), so the per-step
+    decay of a member is lr*wd.  ``step(lr_scale, alive)``: ``lr_scale`` (E,) multiplies every lr of a member
+    (the schedule); members with ``alive == False`` are frozen: zero lr, zero decay, gradients ignored.
+    """
+
+    def __init__(self, model: EnsembleModule, resolved: list[Resolved], betas=(0.9, 0.95), eps: float = 1e-8):
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.t = 0
+        self.params = []
+        dev = next(model.parameters()).device
+        for name, p in model.named_parameters():
+            cls = model.param_class[name]
+            lr = torch.tensor([r.groups[cls]["lr"] for r in resolved], dtype=torch.float64, device=dev)
+            wd = torch.tensor([r.groups[cls]["wd"] for r in resolved], dtype=torch.float64, device=dev)
+            self.params.append((name, p, lr, wd, torch.zeros_like(p), torch.zeros_like(p)))
+
+    def lr_wd(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        for n, _, lr, wd, *_ in self.params:
+            if n == name:
+                return lr, wd
+        raise KeyError(name)
+
+    @torch.no_grad()
+    def step(self, lr_scale: torch.Tensor, alive: torch.Tensor) -> None:
+        self.t += 1
+        bc1 = 1 - self.b1 ** self.t
+        bc2_sqrt = math.sqrt(1 - self.b2 ** self.t)
+        for _, p, lr0, wd, m, v in self.params:
+            if p.grad is None:
+                continue
+            lr = torch.where(alive, lr0 * lr_scale, 0.0)
+            g = p.grad
+            if not bool(alive.all()):
+                g = torch.where(_bcast(alive, g), g, 0.0)
+            p.mul_(_bcast((1 - lr * wd).to(p.dtype), p))
+            m.lerp_(g, 1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.addcdiv_(m * _bcast((-lr / bc1).to(p.dtype), p), denom)
+
+    def zero_grad(self) -> None:
+        for _, p, *_ in self.params:
+            p.grad = None

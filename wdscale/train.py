@@ -1,0 +1,272 @@
+"""The ensemble trainer: one batched model per width, per-member AdamW settings, live events.
+
+``train_ensemble(configs)`` trains every config (same model, width, steps, data) as one ensemble and returns
+one result dict per config.  Members whose loss goes non-finite or blows up are frozen and marked diverged;
+the rest go on.  A ``cancel`` event stops early and the results are marked ``partial``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .rules import RULES, check_positive, resolve
+
+MODELS = ("synthetic", "transformer")
+SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run = one member of an ensemble. Its hash is the run id in the store."""
+
+    model: str
+    width: int
+    base_width: int
+    rule: str
+    lr: float
+    wd: float
+    steps: int
+    seed: int = 0  # init seed
+    data_seed: int = 0  # batches; members of one ensemble share it
+    a: float | None = None  # custom rule: matrix lr ~ m^-a
+    b: float | None = None  # custom rule: matrix wd ~ m^b
+    schedule: str = "constant"
+    warmup: float = 0.0  # fraction of steps (warmup, cosine, exp_warmup)
+    batch_size: int | None = None  # None: the model's default
+    depth: int | None = None
+    seq_len: int = 128  # transformer only
+    head_dim: int = 32  # transformer only
+    corpus: str = "stdlib"  # transformer only: "stdlib" or a path to a UTF-8 text file
+
+    def __post_init__(self):
+        validate_config(self)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha1(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def canonical(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
+            for k in ("seq_len", "head_dim", "corpus"):
+                d.pop(k)
+        if self.rule != "custom":
+            d.pop("a"), d.pop("b")
+        return d
+
+    def group_key(self) -> tuple:
+        """Configs with the same key can train together in one ensemble."""
+        d = self.canonical()
+        for k in ("rule", "lr", "wd", "seed", "a", "b"):
+            d.pop(k, None)
+        return tuple(sorted(d.items()))
+
+    def resolved(self):
+        return resolve(self.rule, self.width, self.base_width, self.lr, self.wd, self.a, self.b)
+
+
+def validate_config(c: RunConfig) -> None:
+    """Raise ValueError with a one-line message for anything a user could mistype."""
+    if c.model not in MODELS:
+        raise ValueError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
+    if c.rule not in RULES:
+        raise ValueError(f"unknown rule {c.rule!r}; choose from {', '.join(RULES)}")
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {c.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    for k in ("width", "base_width", "steps"):
+        v = getattr(c, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    check_positive(lr=c.lr)
+    if not (isinstance(c.wd, (int, float)) and math.isfinite(c.wd) and c.wd >= 0):
+        raise ValueError(f"wd must be a finite number >= 0, got {c.wd!r}")
+    if not 0 <= c.warmup <= 1:
+        raise ValueError(f"warmup is a fraction of the steps in [0, 1], got {c.warmup}")
+    if c.batch_size is not None and c.batch_size <= 0:
+        raise ValueError(f"batch size must be > 0, got {c.batch_size}")
+    if c.depth is not None and c.depth <= 0:
+        raise ValueError(f"depth must be > 0, got {c.depth}")
+
+
+def lr_factor(cfg: RunConfig, step: int) -> float:
+    """Schedule multiplier on every lr of a member at ``step`` (0-based).
+
+    ``exp_warmup`` is Kosson et al.'s replacement for mu-P's implicit warmup: s_t = m^min(0, t/T_W - 1),
+    rising from 1/m to 1 over T_W = warmup * steps (use it with the ``sp`` rule, no mu-P lr scaling)."""
+    T = cfg.steps
+    tw = cfg.warmup * T
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "exp_warmup":
+        m = cfg.width / cfg.base_width
+        return m ** min(0.0, step / tw - 1.0) if tw > 0 else 1.0
+    warm = min(1.0, (step + 1) / tw) if tw > 0 else 1.0
+    if cfg.schedule == "warmup":
+        return warm
+    # cosine: linear warmup, then cosine decay to 10% of the peak
+    prog = 0.0 if T <= tw else max(0.0, (step - tw) / (T - tw))
+    return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
+
+
+def pick_device(device: str = "cpu") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was asked for but torch sees no GPU; use --device cpu")
+    return torch.device(device)
+
+
+def build(cfg: RunConfig, n_members: int, device: torch.device):
+    """(model, data) for a config: data is an iterator of batches with a ``val`` attribute."""
+    if cfg.model == "synthetic":
+        from .synthetic import SyntheticConfig, SyntheticData, SyntheticFFN
+
+        sc = SyntheticConfig()
+        if cfg.batch_size:
+            sc.batch_size = cfg.batch_size
+        if cfg.depth:
+            sc.depth = cfg.depth
+        return SyntheticFFN(n_members, cfg.width, sc).to(device), SyntheticData(sc, cfg.data_seed, device)
+    from . import transformer
+
+    return transformer.build(cfg, n_members, device)
+
+
+def eval_steps(steps: int, n: int = 8) -> list[int]:
+    """Steps after which the validation loss is measured: n evenly spaced points, the last one = steps."""
+    return sorted({max(1, round(steps * k / n)) for k in range(1, n + 1)})
+
+
+@torch.no_grad()
+def val_loss(model, data) -> torch.Tensor:
+    val = data.val
+    batches = val if isinstance(val, list) else [val]
+    return torch.stack([model.loss(b) for b in batches]).mean(0)
+
+
+@dataclass
+class TrainOptions:
+    device: str = "cpu"
+    spectra_every: int | None = None  # None: 16 snapshots per run
+    n_evals: int = 8
+    blowup: float = 4.0  # a member whose loss exceeds blowup * its initial loss is diverged
+    amp: bool = False  # bf16 autocast (CUDA)
+    event_every: int | None = None
+    callbacks: list = field(default_factory=list)  # f(step, model, batch, opt) -> None, after each step
+
+
+def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
+                   on_event: Callable[[dict], None] | None = None,
+                   cancel: threading.Event | None = None) -> list[dict]:
+    """Train configs (one group_key) as one ensemble; return a result dict per config (same order)."""
+    opts = opts or TrainOptions()
+    if len({c.group_key() for c in configs}) != 1:
+        raise ValueError("configs of one ensemble must share model, width, steps, schedule and data")
+    emit = on_event or (lambda e: None)
+    c0 = configs[0]
+    E, steps = len(configs), c0.steps
+    dev = pick_device(opts.device)
+    model, data = build(c0, E, dev)
+    resolved = [c.resolved() for c in configs]
+    for i, (c, r) in enumerate(zip(configs, resolved)):
+        model.init_member(i, c.seed, r)
+    from .ensemble import EnsembleAdamW
+
+    opt = EnsembleAdamW(model, resolved)
+    spectra_every = opts.spectra_every or max(1, steps // 16)
+    event_every = opts.event_every or max(1, steps // 100)
+    check_every = 1 if dev.type == "cpu" else 10  # a divergence check is a host sync
+    evals = set(eval_steps(steps, opts.n_evals))
+    factors = torch.tensor([[lr_factor(c, s) for c in configs] for s in range(steps)], dtype=torch.float64,
+                           device=dev)
+
+    alive = torch.ones(E, dtype=torch.bool, device=dev)
+    diverged_step = [None] * E
+    loss_hist = torch.full((steps, E), float("nan"), device=dev)
+    eval_hist: dict[int, list] = {}
+    spectra = {"steps": [], **{n: [] for n in model.matrices()}}
+    init_loss = None
+
+    def snapshot(step):
+        spectra["steps"].append(step)
+        with torch.no_grad():
+            for n, p in model.matrices().items():
+                spectra[n].append(torch.linalg.svdvals(p.detach().float()).cpu())
+        emit({"type": "spectra", "width": c0.width, "step": step,
+              "top_sv": {n: spectra[n][-1][:, 0].tolist() for n in model.matrices()}})
+
+    emit({"type": "start", "width": c0.width, "n_members": E, "steps": steps,
+          "run_ids": [c.run_id for c in configs]})
+    snapshot(0)
+    t0 = time.perf_counter()
+    done = 0
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts.amp)
+    for step in range(steps):
+        if cancel is not None and cancel.is_set():
+            break
+        batch = next(data)
+        with autocast:
+            loss = model.loss(batch).float()
+        loss_hist[step] = loss.detach()
+        if init_loss is None:
+            init_loss = loss.detach().clone()
+        if step % check_every == 0 or step == steps - 1:
+            bad = alive & (~torch.isfinite(loss) | (loss > opts.blowup * init_loss))
+            if bool(bad.any()):
+                for i in torch.nonzero(bad).flatten().tolist():
+                    diverged_step[i] = step
+                alive &= ~bad
+        torch.where(alive, loss, 0.0).sum().backward()
+        opt.step(factors[step], alive)
+        opt.zero_grad()
+        for cb in opts.callbacks:
+            cb(step, model, batch, opt)
+        done = step + 1
+        if done in evals:
+            eval_hist[done] = val_loss(model, data).float().cpu().tolist()
+        if done % spectra_every == 0 or done == steps:
+            snapshot(done)
+        if done % event_every == 0 or done == steps:
+            el = time.perf_counter() - t0
+            emit({"type": "step", "width": c0.width, "step": done, "steps": steps,
+                  "loss": loss.detach().float().cpu().tolist(), "alive": alive.cpu().tolist(),
+                  "elapsed": el, "eta": el / done * (steps - done)})
+    partial = done < steps
+    if partial and done > 0 and (not spectra["steps"] or spectra["steps"][-1] != done):
+        snapshot(done)
+    final_eval = val_loss(model, data).float().cpu().tolist() if done > 0 else [float("nan")] * E
+    emit({"type": "cancelled" if partial else "done", "width": c0.width, "step": done})
+    losses = loss_hist[:done].cpu()
+    results = []
+    for i, (c, r) in enumerate(zip(configs, resolved)):
+        w = model.member_state(i)
+        top_sv = {n: float(torch.linalg.svdvals(t)[0]) for n, t in w.items() if t.ndim == 2}
+        div = diverged_step[i] is not None
+        results.append({
+            "config": c, "run_id": c.run_id, "status": "partial" if partial else "done", "steps_done": done,
+            "final_loss": float("nan") if div else final_eval[i], "train_loss": losses[:, i].tolist(),
+            "diverged": div, "diverged_step": diverged_step[i],
+            "evals": {s: v[i] for s, v in eval_hist.items()},
+            "spectra": {"steps": list(spectra["steps"]),
+                        **{n: torch.stack([s[i] for s in spectra[n]]).numpy() for n in model.matrices()}},
+            "weights": w, "top_sv": top_sv, "param_class": dict(model.param_class),
+            "resolved": r, "seconds": time.perf_counter() - t0,
+        })
+    return results
+
+
+def preflight(configs: list[RunConfig], device: str = "cpu") -> None:
+    """Checks that need no training: the device exists, the corpus reads, the model fits in memory."""
+    pick_device(device)
+    if any(c.model == "transformer" for c in configs):
+        from . import transformer
+
+        transformer.preflight([c for c in configs if c.model == "transformer"], device)
