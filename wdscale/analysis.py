@@ -1,0 +1,193 @@
+"""Analysis of stored runs: power-law fits with bootstrap CIs, LR optima, drift, rescaled spectra.
+
+Everything here works on plain records (the dicts the store keeps and ``sweep --json`` prints) and numpy
+arrays, so pages, ``wdscale validate`` and ``wdscale report`` share one implementation.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from .rules import rule_exponents
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def fit_power_law(x, y, n_boot: int = 500, seed: int = 0) -> dict:
+    """Fit y = c * x^k by least squares in log-log; 95% CI of k from a bootstrap over the points."""
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    n = int(ok.sum())
+    out = {"exponent": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "prefactor": float("nan"),
+           "n": n}
+    if n < 2 or np.ptp(lx) == 0:
+        return out
+    k, c = np.polyfit(lx, ly, 1)
+    out.update(exponent=float(k), prefactor=float(np.exp(c)))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if np.ptp(lx[idx]) == 0:
+            continue
+        boots.append(np.polyfit(lx[idx], ly[idx], 1)[0])
+    if boots:
+        out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    return out
+
+
+def optimum(xs, losses) -> dict:
+    """Optimal x of a loss curve, interpolated in log x.
+
+    A parabola through the grid minimum and its two neighbours (in log x) gives the vertex when the minimum is
+    interior and the parabola convex; otherwise the grid point (``method`` says which: quadratic, edge, grid,
+    none).  None/NaN/inf losses are diverged runs and are ignored."""
+    pts = sorted((float(x), float(l)) for x, l in zip(xs, losses) if _finite(l) and x and x > 0)
+    if not pts:
+        return {"x_opt": None, "loss_opt": None, "method": "none", "i_min": None}
+    lx = np.log([p[0] for p in pts])
+    ly = np.array([p[1] for p in pts])
+    i = int(np.argmin(ly))
+    res = {"x_opt": pts[i][0], "loss_opt": float(ly[i]), "method": "grid", "i_min": i}
+    if len(pts) >= 2 and i in (0, len(pts) - 1):
+        res["method"] = "edge"  # the true optimum may lie outside the grid
+        return res
+    if len(pts) >= 3:
+        a, b, c = np.polyfit(lx[i - 1:i + 2], ly[i - 1:i + 2], 2)
+        if a > 0:
+            v = float(np.clip(-b / (2 * a), lx[i - 1], lx[i + 1]))
+            res.update(x_opt=float(np.exp(v)), loss_opt=float(a * v * v + b * v + c), method="quadratic")
+    return res
+
+
+def interp_loss(xs, losses, x: float) -> float:
+    """Loss at x, linearly interpolated in log x between grid points (inf outside the grid or if diverged)."""
+    pts = sorted((float(a), float(l) if _finite(l) else math.inf) for a, l in zip(xs, losses))
+    if not pts or x < pts[0][0] * (1 - 1e-9) or x > pts[-1][0] * (1 + 1e-9):
+        return math.inf
+    for (x0, l0), (x1, l1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            if x1 == x0:
+                return l0
+            w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return (1 - w) * l0 + w * l1 if math.isfinite(l0) and math.isfinite(l1) else math.inf
+    return pts[0][1]
+
+
+def record_loss(rec: dict, step: int | None = None):
+    """The metric of a run: final validation loss, or the eval at ``step``; None when diverged."""
+    if rec.get("diverged"):
+        return None
+    if step is None:
+        return rec.get("final_loss")
+    return (rec.get("evals") or {}).get(str(step))
+
+
+def lr_optima(records: list[dict], metric: str = "final_loss", step: int | None = None,
+              param: str = "lr") -> dict:
+    """{(rule, other): {width: optimum dict}} where ``other`` is the fixed wd (param='lr') or lr (param='wd')."""
+    other = "wd" if param == "lr" else "lr"
+    curves: dict = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        loss = record_loss(r, step) if metric == "final_loss" else r.get(metric)
+        curves[(r["rule"], r[other])][r["width"]].append((r[param], loss))
+    out = {}
+    for key, by_w in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        out[key] = {w: {**optimum([p[0] for p in pts], [p[1] for p in pts]), "n": len(pts)}
+                    for w, pts in sorted(by_w.items())}
+    return out
+
+
+def drift_octaves(opt_by_width: dict) -> float:
+    """Octaves the optimum moves per doubling of width: slope of log2(x_opt) against log2(width)."""
+    pts = [(w, o) for w, o in opt_by_width.items() if o]
+    if len(pts) < 2:
+        return float("nan")
+    w = np.log2([p[0] for p in pts])
+    x = np.log2([p[1] for p in pts])
+    if np.ptp(w) == 0:
+        return float("nan")
+    return float(np.polyfit(w, x, 1)[0])
+
+
+def matrix_top_sv(rec: dict, params=None) -> float | None:
+    """Geometric mean of sigma_top over the hidden matrices of a run (or over ``params``)."""
+    names = params or [n for n, c in rec["param_class"].items() if c == "matrix"]
+    vals = [rec["top_sv"].get(n) for n in names]
+    vals = [v for v in vals if _finite(v) and v > 0]
+    return float(np.exp(np.mean(np.log(vals)))) if vals else None
+
+
+def width_exponents(records: list[dict], params=None, n_boot: int = 500) -> list[dict]:
+    """sigma_top vs width per (rule, lr, wd): measured exponent with CI, and what it implies.
+
+    With the rule's scaling eta ~ m^-a, lam ~ m^b and sigma_top ~ sqrt(eta/lam) d^alpha, the measured exponent is
+    alpha - (a + b)/2, so alpha = exponent + (a + b)/2 and the lam exponent that would hold sigma_top fixed under
+    eta ~ 1/d is 2 alpha - 1 (Fan et al.: alpha = 0.75 -> lam ~ sqrt(d))."""
+    groups = defaultdict(list)
+    for r in records:
+        if r.get("diverged"):
+            continue
+        groups[(r["rule"], r["lr"], r["wd"], r.get("a"), r.get("b"))].append(r)
+    out = []
+    for (rule, lr, wd, a, b), recs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        ws = [r["width"] for r in recs]
+        if len(set(ws)) < 2:
+            continue
+        sv = [matrix_top_sv(r, params) for r in recs]
+        fit = fit_power_law(ws, [s if s is not None else np.nan for s in sv], n_boot=n_boot)
+        ea, eb = rule_exponents(rule, a, b)
+        alpha = fit["exponent"] + (ea + eb) / 2
+        out.append({"rule": rule, "lr": lr, "wd": wd, **fit, "alpha": alpha, "implied_lambda_exponent": 2 * alpha - 1,
+                    "widths": sorted(set(ws))})
+    return out
+
+
+def eta_lam_exponent(records: list[dict], params=None, n_boot: int = 500) -> list[dict]:
+    """sigma_top vs the matrix class's eta/lam at fixed width (paper: exponent 0.5)."""
+    by_w = defaultdict(list)
+    for r in records:
+        if not r.get("diverged") and r.get("matrix_wd"):
+            by_w[r["width"]].append(r)
+    out = []
+    for w, recs in sorted(by_w.items()):
+        x = [r["matrix_lr"] / r["matrix_wd"] for r in recs]
+        if len(set(x)) < 2:
+            continue
+        y = [matrix_top_sv(r, params) or np.nan for r in recs]
+        out.append({"width": w, **fit_power_law(x, y, n_boot=n_boot)})
+    return out
+
+
+def rescaled(sv, eta: float, lam: float, width: int):
+    """(rank/d, sigma/sqrt(eta/lam)): the coordinates in which spectra of all widths and (eta, lam) collapse."""
+    sv = np.asarray(sv, float)
+    if lam <= 0:
+        raise ValueError("rescaling by sqrt(eta/lam) needs lam > 0")
+    return np.arange(1, sv.shape[-1] + 1) / width, sv / math.sqrt(eta / lam)
+
+
+def collapse_metric(curves, n_grid: int = 50) -> float:
+    """How well curves (x, y) collapse: mean over a common x grid of the std of log y across curves.
+
+    0 is a perfect collapse; 0.1 means the curves differ by ~10% at a typical x.  Uses the x range every curve
+    covers; NaN when fewer than two curves overlap."""
+    curves = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x) > 1]
+    if len(curves) < 2:
+        return float("nan")
+    lo = max(c[0].min() for c in curves)
+    hi = min(c[0].max() for c in curves)
+    if hi <= lo:
+        return float("nan")
+    grid = np.linspace(lo, hi, n_grid)
+    logs = []
+    for x, y in curves:
+        order = np.argsort(x)
+        logs.append(np.log(np.clip(np.interp(grid, x[order], y[order]), 1e-30, None)))
+    return float(np.mean(np.std(np.vstack(logs), axis=0)))
