@@ -1,0 +1,159 @@
+import json
+import math
+
+import pytest
+import torch
+
+from wdscale import transformer
+from wdscale.store import RunStore
+from wdscale.train import RunConfig, TrainOptions, train_ensemble
+from wdscale.transformer import Transformer, apply_rope, flops_per_step, rope_tables
+
+TINY = dict(model="transformer", width=32, base_width=32, rule="mup", lr=1e-2, wd=0.1, steps=3, seq_len=16,
+            head_dim=16, batch_size=4, depth=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cfg(**kw):
+    return RunConfig(**(TINY | kw))
+
+
+def rel_diff(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    hd, T = 16, 40
+    cos, sin = rope_tables(T, hd, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(hd, generator=g, dtype=torch.float64), torch.randn(hd, generator=g, dtype=torch.float64)
+
+    def score(tq, tk):
+        xq = torch.zeros(T, 1, hd, dtype=torch.float64)
+        xk = torch.zeros(T, 1, hd, dtype=torch.float64)
+        xq[tq, 0], xk[tk, 0] = q, k
+        return float(apply_rope(xq, cos, sin)[tq, 0] @ apply_rope(xk, cos, sin)[tk, 0])
+
+    base = score(7, 3)
+    for shift in (1, 5, 20, 32):
+        assert score(7 + shift, 3 + shift) == pytest.approx(base, rel=1e-10, abs=1e-10)
+    assert abs(score(7, 3) - score(7, 6)) > 1e-3  # and the score does depend on the offset
+    # a rotation keeps norms
+    x = torch.randn(T, 2, hd, generator=g, dtype=torch.float64)
+    assert torch.allclose(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
+
+
+def test_causal_future_tokens_do_not_change_past_logits():
+    m = Transformer(2, 32, depth=2, head_dim=16, seq_len=24)
+    for i, rule in enumerate(("sp", "mup")):
+        m.init_member(i, i, cfg(rule=rule, width=32).resolved())
+    idx = torch.randint(0, 256, (3, 24), generator=torch.Generator().manual_seed(1))
+    idx2 = idx.clone()
+    idx2[:, 15:] = (idx2[:, 15:] + 17) % 256
+    with torch.no_grad():
+        a, b = m(idx), m(idx2)
+    assert torch.allclose(a[:, :, :15], b[:, :, :15], atol=1e-5)
+    assert not torch.allclose(a[:, :, 15:], b[:, :, 15:], atol=1e-3)
+
+
+def test_shapes_params_and_mup_scales():
+    c = cfg(width=64, base_width=16)
+    m, data = transformer.build(c, 2, torch.device("cpu"))
+    m.init_member(0, 0, cfg(width=64, base_width=16, rule="sp").resolved())
+    m.init_member(1, 0, c.resolved())
+    assert m.n_heads == 4 and m.hidden % 8 == 0 and m.hidden >= 8 * 64 / 3
+    assert m.attn_scale.tolist() == pytest.approx([1 / 4, 1 / 16])  # SP 1/sqrt(hd), mu-P 1/hd
+    assert m.readout_mult.tolist() == pytest.approx([1.0, 0.25])
+    assert m.param_class["emb"] == "embedding" and m.param_class["readout"] == "readout"
+    assert m.param_class["l1_wq"] == "matrix" and m.param_class["l0_norm1"] == "vector"
+    mats = m.matrices()
+    assert {"emb", "readout", "l0_wq", "l0_wk", "l0_wv", "l0_wo", "l0_w1", "l0_w2", "l0_w3"} <= set(mats)
+    assert not any(p.ndim == 3 and "norm" in n for n, p in mats.items())
+    batch = next(data)
+    assert batch.shape == (4, 17) and batch.dtype == torch.int64
+    loss = m.loss(batch)
+    assert loss.shape == (2,)
+    # mu-P logits start 1/m smaller: near the uniform-byte loss ln 256
+    assert float(loss[1].detach()) == pytest.approx(math.log(256), abs=0.15)
+
+
+def test_flops_count_matches_the_model_parameters():
+    c = cfg(width=64, depth=3, batch_size=5, seq_len=24)
+    m, _ = transformer.build(c, 1, torch.device("cpu"))
+    n_matmul = sum(p[0].numel() for n, p in m.matrices().items() if n != "emb")
+    tokens = 5 * 24 * 7
+    assert flops_per_step(c, 7) == 6 * n_matmul * tokens + 12 * 3 * 24 * 64 * tokens
+    n_total = sum(p[0].numel() for p in m.parameters())
+    assert transformer.n_params(c)["total"] == n_total
+
+
+def test_ensemble_equals_alone_float64():
+    cs = [cfg(rule="mup", lr=1e-2, wd=0.1, seed=1), cfg(rule="sp", lr=3e-3, wd=0.0, seed=2),
+          cfg(rule="wd", lr=2e-2, wd=0.5, seed=3)]
+    cs = [RunConfig(**(TINY | dict(width=64, rule=c.rule, lr=c.lr, wd=c.wd, seed=c.seed, steps=4))) for c in cs]
+    opts = TrainOptions(n_evals=1, spectra_every=100)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        together = train_ensemble(cs, opts)
+        alone = [train_ensemble([c], opts)[0] for c in cs]
+    finally:
+        torch.set_default_dtype(old)
+    for r, a in zip(together, alone):
+        assert r["run_id"] == a["run_id"]
+        for n, w in a["weights"].items():
+            assert rel_diff(r["weights"][n], w) < 1e-5, (a["config"].rule, n)
+        assert r["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert r["final_loss"] == pytest.approx(a["final_loss"], rel=1e-5)
+    # the members really differ (different rules, lr, wd, init)
+    assert len({round(r["final_loss"], 6) for r in together}) == 3
+
+
+def test_training_lowers_loss_below_uniform():
+    c = cfg(width=32, lr=1e-2, steps=40, batch_size=8, seq_len=32, depth=1)
+    r = train_ensemble([c], TrainOptions(n_evals=2))[0]
+    assert not r["diverged"]
+    assert r["final_loss"] < math.log(256) - 1.0  # byte statistics alone get well below uniform
+
+
+def test_preflight_refuses_absurd_width_and_bad_head_dim():
+    with pytest.raises(ValueError, match="GiB"):
+        transformer.preflight([cfg(width=2 ** 20, base_width=64, head_dim=32)], "cpu")
+    with pytest.raises(ValueError, match="multiple of head_dim"):
+        transformer.preflight([cfg(width=48, head_dim=32)], "cpu")
+    transformer.preflight([cfg()], "cpu")  # a tiny one passes
+
+
+def test_cli_sweep_transformer_into_store(tmp_path, capsys):
+    from wdscale.cli import main
+
+    out = tmp_path / "runs"
+    args = ["sweep", "--model", "transformer", "--widths", "32,64", "--base-width", "32", "--rules", "sp,mup",
+            "--lrs", "1e-2", "--wds", "0.1", "--steps", "3", "--seq-len", "16", "--head-dim", "16",
+            "--batch-size", "4", "--depth", "1", "--out", str(out), "--json"]
+    assert main(args) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(recs) == 4 and {(r["rule"], r["width"]) for r in recs} == {(a, b) for a in ("sp", "mup")
+                                                                            for b in (32, 64)}
+    for r in recs:
+        assert r["model"] == "transformer" and r["status"] == "done" and math.isfinite(r["final_loss"])
+        assert {"emb", "l0_wq", "l0_w2", "readout"} <= set(r["top_sv"])
+    store = RunStore(out)
+    assert len(store.records(model="transformer")) == 4
+    sv = store.spectra(recs[0]["run_id"])
+    assert sv["l0_wq"].shape[1] == recs[0]["width"]
+    # same command again: everything cached, nothing retrained
+    assert main(args) == 0
+    assert all(json.loads(line)["cached"] for line in capsys.readouterr().out.splitlines() if line.strip())
+    # width 64 is not a multiple of head_dim 24: one line, exit 2, before training
+    assert main(args[:-3] + ["--head-dim", "24", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "head_dim" in err and "Traceback" not in err and not (tmp_path / "b" / "weights").exists()
