@@ -1,13 +1,27 @@
-"""Verdicts: is a run long enough to be steady-state evidence, does the LR transfer.
+"""Verdicts: is a run long enough to be steady-state evidence, does the LR (or lambda) transfer across widths.
 
 A run shorter than ``MIN_TAUS`` timescales tau = 1/(lr*wd) for a matrix class has not reached the AdamW
 steady state, so its spectra and transfer curves say little about the weight-decay rule.
+
+The transfer verdict reads a stored sweep (records as ``RunStore.records()`` returns them):
+
+* the optimal lr per width (``analysis.optimum``: parabola in log lr through the grid minimum, grid point as
+  fallback; diverged runs are excluded from the fit),
+* its drift in octaves per doubling of width (``analysis.drift_octaves``; 0 = perfect transfer),
+* the regret of transferring: loss at each width when trained at the proxy's (smallest width's) optimal lr,
+  read off the width's loss curve by linear interpolation in log lr, minus that width's best measured loss,
+* PASS when |drift| <= threshold (and max regret <= regret_threshold, if given); INCONCLUSIVE when an optimum
+  sits on the edge of the grid (the true optimum may lie outside it, so the drift is a bound, not a value).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import defaultdict
 
 MIN_TAUS = 3.0
+DEFAULT_THRESHOLD = 0.5  # octaves of optimum per doubling of width
+HORIZON_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 def horizon_warnings(res, steps: int | None, min_taus: float = MIN_TAUS) -> list[str]:
@@ -22,4 +36,188 @@ def horizon_warnings(res, steps: int | None, min_taus: float = MIN_TAUS) -> list
             tau = "inf (no decay)" if math.isinf(row["tau"]) else f"{row['tau']:.0f}"
             out.append(f"{cls}: {steps} steps = {row['steps_over_tau']:.2g} tau (tau = 1/(lr*wd) = {tau} steps) "
                        f"< {min_taus:g} tau: not yet steady state, spectra and transfer are not steady-state evidence")
+    return out
+
+
+def sweep_horizon_warnings(configs, min_taus: float = MIN_TAUS) -> list[str]:
+    """Horizon warnings for a whole grid, one line per rule (not one per run): how many of its runs stop
+    before min_taus * tau of the matrix class, and the shortest one."""
+    short: dict[str, list] = defaultdict(list)
+    total: dict[str, int] = defaultdict(int)
+    for c in configs:
+        total[c.rule] += 1
+        row = c.resolved().table(c.steps)["matrix"]
+        if row["steps_over_tau"] < min_taus:
+            short[c.rule].append((row["steps_over_tau"], c))
+    out = []
+    for rule, lst in short.items():
+        n_tau, c = min(lst, key=lambda t: t[0])
+        out.append(f"rule {rule}: {len(lst)} of {total[rule]} runs stop before {min_taus:g} tau of the matrix class "
+                   f"(tau = 1/(lr*wd)); shortest: width {c.width}, lr {c.lr:g}, wd {c.wd:g}, {c.steps} steps = "
+                   f"{n_tau:.2g} tau. Not yet steady state: raise --steps or --wds for steady-state evidence.")
+    return out
+
+
+def record_taus(rec: dict) -> float | None:
+    """steps / tau of a stored run's matrix class (None when the record does not say)."""
+    row = (rec.get("groups") or {}).get("matrix") or {}
+    v = row.get("steps_over_tau")
+    return float(v) if v is not None else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transfer verdict
+# ---------------------------------------------------------------------------------------------------------
+def _config_fields() -> list[str]:
+    from .train import RunConfig
+
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def _loss_at(rec: dict, step: int | None) -> float:
+    """Validation loss of a run (final, or the eval at ``step``); +inf once it has diverged."""
+    ds = rec.get("diverged_step")
+    if step is None:
+        v = None if rec.get("diverged") else rec.get("final_loss")
+    else:
+        if rec.get("diverged") and (ds is None or ds < step):  # frozen at diverged_step (0-based)
+            return math.inf
+        v = (rec.get("evals") or {}).get(str(step))
+    return float(v) if v is not None and math.isfinite(float(v)) else math.inf
+
+
+def nearest_eval_step(rec: dict, fraction: float) -> int | None:
+    """The recorded eval step closest to fraction * steps."""
+    steps = [int(s) for s in (rec.get("evals") or {})]
+    if not steps:
+        return None
+    target = fraction * rec["steps"]
+    return min(steps, key=lambda s: (abs(s - target), s))
+
+
+def _groups(records: list[dict], param: str) -> dict:
+    """Records grouped by everything in the run config except width, the swept param and the seeds.
+
+    So a sweep with several wds gives one lr verdict per wd (and per rule, model, steps, schedule, ...)."""
+    skip = {"width", param, "seed", "data_seed"}
+    fields = [f for f in _config_fields() if f not in skip]
+    out = defaultdict(list)
+    for r in records:
+        if r.get("status", "done") != "done":
+            continue
+        out[tuple((f, r.get(f)) for f in fields)].append(r)
+    return out
+
+
+def _curves(recs: list[dict], param: str, metric: str, step: int | None) -> dict:
+    """{width: (sorted xs, mean loss over seeds per x)}; a diverged seed makes that x +inf (unsafe lr)."""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        if metric == "final_loss":
+            v = _loss_at(r, step)
+        else:
+            v = r.get(metric)
+            v = float(v) if v is not None and math.isfinite(float(v)) else math.inf
+        by[r["width"]][float(r[param])].append(v)
+    return {w: (sorted(d), [sum(d[x]) / len(d[x]) for x in sorted(d)]) for w, d in sorted(by.items())}
+
+
+def _describe(key: tuple, param: str) -> dict:
+    d = dict(key)
+    other = "wd" if param == "lr" else "lr"
+    return {"rule": d["rule"], other: d[other], "model": d["model"], "base_width": d["base_width"],
+            "steps": d["steps"], "fixed": {k: v for k, v in d.items() if v is not None}}
+
+
+def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "final_loss",
+                     threshold: float = DEFAULT_THRESHOLD, step: int | None = None,
+                     regret_threshold: float | None = None, min_taus: float = MIN_TAUS) -> list[dict]:
+    """Per rule (and per fixed other hyper-parameter): optimum per width, drift, regret, verdict.
+
+    Only groups with >= 2 widths and >= 3 values of ``param`` at every width are judged (others are skipped).
+    ``step`` reads the validation loss at that eval step instead of the final loss (see ``horizon_check``).
+    Each dict: rule, the fixed other param, model, base_width, steps, param, metric, step, widths,
+    optima {width: {x_opt, loss_opt, method, best_loss}}, proxy_width, proxy_x_opt, drift, regret {width: r},
+    max_regret, threshold, regret_threshold, passed (True/False/None), verdict (PASS/FAIL/INCONCLUSIVE),
+    notes (list of strings), min_steps_over_tau.
+    """
+    from .analysis import drift_octaves, interp_loss, optimum
+
+    if param not in ("lr", "wd"):
+        raise ValueError(f"param must be 'lr' or 'wd', got {param!r}")
+    if not (threshold > 0 and math.isfinite(threshold)):
+        raise ValueError(f"threshold must be a finite number > 0, got {threshold}")
+    out = []
+    for key, recs in _groups(records, param).items():
+        curves = _curves(recs, param, metric, step)
+        if len(curves) < 2 or min(len(xs) for xs, _ in curves.values()) < 3:
+            continue
+        notes = []
+        optima = {}
+        for w, (xs, ls) in curves.items():
+            o = optimum(xs, [l if math.isfinite(l) else None for l in ls])
+            best = min(ls)
+            optima[w] = {"x_opt": o["x_opt"], "loss_opt": o["loss_opt"], "method": o["method"],
+                         "best_loss": best if math.isfinite(best) else None,
+                         "n_diverged": sum(1 for l in ls if not math.isfinite(l))}
+            if o["method"] == "edge":
+                notes.append(f"width {w}: optimal {param} on the edge of the grid ({o['x_opt']:g}); widen the grid")
+            if o["method"] == "none":
+                notes.append(f"width {w}: every run diverged")
+        proxy = min(curves)
+        x0 = optima[proxy]["x_opt"]
+        drift = drift_octaves({w: o["x_opt"] for w, o in optima.items()})
+        regret = {}
+        for w, (xs, ls) in curves.items():
+            best = optima[w]["best_loss"]
+            if x0 is None or best is None:
+                regret[w] = math.inf
+            else:
+                at = interp_loss(xs, [l if math.isfinite(l) else None for l in ls], x0)
+                regret[w] = at - best if math.isfinite(at) else math.inf
+                if not math.isfinite(at):
+                    notes.append(f"width {w}: proxy optimum {x0:g} is outside its grid or next to a diverged run")
+        max_regret = max(r for w, r in regret.items() if w != proxy) if len(regret) > 1 else 0.0
+        taus = [t for t in (record_taus(r) for r in recs) if t is not None]
+        min_tau = min(taus) if taus else None
+        if min_tau is not None and min_tau < min_taus:
+            notes.append(f"some runs stop at {min_tau:.2g} tau < {min_taus:g} tau (tau = 1/(lr*wd)): "
+                         "not steady-state evidence")
+        ok = math.isfinite(drift) and abs(drift) <= threshold
+        if regret_threshold is not None:
+            ok = ok and max_regret <= regret_threshold
+        if not math.isfinite(drift) or any(o["method"] in ("edge", "none") for o in optima.values()):
+            passed, verdict = None, "INCONCLUSIVE"
+        else:
+            passed, verdict = ok, "PASS" if ok else "FAIL"
+        out.append({**_describe(key, param), "param": param, "metric": metric, "step": step,
+                    "widths": sorted(curves), "optima": optima, "proxy_width": proxy, "proxy_x_opt": x0,
+                    "drift": drift, "regret": regret, "max_regret": max_regret, "threshold": threshold,
+                    "regret_threshold": regret_threshold, "passed": passed, "verdict": verdict, "notes": notes,
+                    "min_steps_over_tau": min_tau})
+    out.sort(key=lambda v: (v["model"], v["rule"], v.get("wd", v.get("lr")), v["steps"]))
+    return out
+
+
+def horizon_check(records: list[dict], param: str = "lr", fractions=HORIZON_FRACTIONS,
+                  metric: str = "final_loss") -> list[dict]:
+    """How the optimal ``param`` moves with training length, from the evals already stored (no retraining).
+
+    For each group of ``transfer_verdict`` and each fraction of the run (nearest eval point), the optimum per
+    width and its drift.  Dicts: rule, the fixed other param, model, steps, step, fraction, drift,
+    opt {width: x_opt}, verdict."""
+    out = []
+    for key, recs in _groups(records, param).items():
+        steps_avail = {}
+        for f in fractions:
+            s = nearest_eval_step(recs[0], f)
+            if s is not None:
+                steps_avail[f] = s
+        for f, s in steps_avail.items():
+            for v in transfer_verdict(recs, param=param, metric=metric, step=s):
+                out.append({**{k: v[k] for k in ("rule", "wd" if param == "lr" else "lr", "model", "base_width",
+                                                    "steps")},
+                            "step": s, "fraction": f, "drift": v["drift"], "verdict": v["verdict"],
+                            "opt": {w: o["x_opt"] for w, o in v["optima"].items()}})
+    out.sort(key=lambda h: (h["model"], h["rule"], h.get("wd", h.get("lr")), h["steps"], h["fraction"]))
     return out
