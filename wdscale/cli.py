@@ -135,6 +135,10 @@ def cmd_sweep(args) -> int:
     from .train import TrainOptions
 
     configs = configs_from_args(args)
+    from .verdict import sweep_horizon_warnings
+
+    for w in sweep_horizon_warnings(configs):  # once per rule, before training: runs < 3 tau
+        print("warning:", w, file=sys.stderr)
     store = RunStore(args.out)
     opts = TrainOptions(device=args.device, amp=args.amp, spectra_every=args.spectra_every)
     bar = _progress_bar(configs, store)
