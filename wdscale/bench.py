@@ -1,0 +1,326 @@
+"""``wdscale bench``: how fast the tool is on this machine, measured through the real training loop.
+
+Every number comes from ``train_ensemble`` itself (a callback stamps the clock after each optimizer step), so
+what is measured is what a sweep or the app pays:
+
+* ``peak_gflops``   best large fp32 matmul rate with the thread count training uses (the MFU denominator);
+* ``mfu_d{64,128,256}``  Transformer (4 layers, seq 128) model FLOPs per step (``transformer.flops_per_step``)
+  / median step time / peak;
+* ``ensemble_speedup_d{64,128,256}``  synthetic core: per-member step time of 8 members trained one at a time
+  divided by that of the same 8 trained as one ensemble; ``ensemble_max_abs_diff`` is the largest difference
+  between the final weights of the two ways (they must agree: nothing mixes across members);
+* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/16) as a share of the
+  training step time, for the demo sweep;
+* ``demo_seconds``  wall time of the app's default demo sweep (``wdscale.jobs.DEMO`` when it exists).
+
+Step times are medians over the measured steps (snapshot and eval steps are outliers the median drops);
+each measurement is repeated and the best repeat kept, since a shared machine only ever makes things slower.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import torch
+
+TARGETS = {  # key -> (comparison, threshold, label)
+    "ensemble_speedup_d64": (">=", 4.0, "ensemble speedup, 8 members, d=64"),
+    "ensemble_speedup_d128": (">=", 2.5, "ensemble speedup, 8 members, d=128"),
+    "mfu_d256": (">=", 0.70, "Transformer MFU at d=256"),
+    "spectra_overhead_pct": ("<=", 5.0, "spectra share of step time (%)"),
+    "demo_seconds": ("<=", 60.0, "app default demo wall time (s)"),
+}
+WIDTHS = (64, 128, 256)
+N_ENSEMBLE = 8
+
+# Fallback demo (the app's DEMO constant wins when it exists): 3 widths x 2 rules x 5 lrs, synthetic core.
+FALLBACK_DEMO = dict(model="synthetic", widths=[64, 128, 256], base_width=64, rules=["mup", "wd"],
+                     lrs=[3e-3, 1e-2, 3e-2, 1e-1, 3e-1], wds=[1.0], steps=600)
+
+
+def configure(p) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (about a minute on a CPU)")
+    p.add_argument("--test-tiny", action="store_true",
+                   help="test-only: a handful of steps everywhere, numbers meaningless (checks the plumbing)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------------------
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def matmul_peak_gflops(dev: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul (TF32 off: MFU is counted against true fp32 here)."""
+    a = torch.randn(n, n, device=dev)
+    b = torch.randn(n, n, device=dev)
+    c = a @ b
+    best = float("inf")
+    inner = 20 if dev.type == "cuda" else 1
+    for _ in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=c)
+        _sync(dev)
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return 2 * n ** 3 / best / 1e9
+
+
+class StepClock:
+    """Training callback recording the wall time of every step (device-synchronised)."""
+
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+        self.stamps: list[float] = []
+
+    def __call__(self, step, model, batch, opt):
+        _sync(self.dev)
+        self.stamps.append(time.perf_counter())
+
+    def median_step(self, skip: int = 2) -> float:
+        d = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        d = d[min(skip, max(0, len(d) - 1)):]  # the first steps pay one-off allocations
+        return statistics.median(d) if d else float("nan")
+
+
+def timed_train(configs, dev: torch.device, spectra_every: int | None = None):
+    """(results, median step seconds) of one train_ensemble call."""
+    from .train import TrainOptions, train_ensemble
+
+    clock = StepClock(dev)
+    opts = TrainOptions(device=str(dev), spectra_every=spectra_every, n_evals=1, callbacks=[clock])
+    res = train_ensemble(configs, opts)
+    return res, clock.median_step()
+
+
+def ensemble_configs(model: str, width: int, steps: int, n: int = N_ENSEMBLE, **kw):
+    """n members at one width: mu-P and the paper's rule, lrs spread over a decade, distinct seeds."""
+    from .train import RunConfig
+
+    return [RunConfig(model=model, width=width, base_width=64, rule=("mup", "wd")[i % 2],
+                      lr=3e-3 * 10 ** (i / n), wd=0.5, steps=steps, seed=i, **kw) for i in range(n)]
+
+
+def ensemble_speedup(model: str, width: int, steps: int, dev: torch.device, reps: int = 1, **kw) -> dict:
+    """Per-member step time alone vs in an ensemble of 8, and the largest weight difference between the two."""
+    configs = ensemble_configs(model, width, steps, **kw)
+    big = float("inf")
+    for _ in range(reps):
+        together, t = timed_train(configs, dev, spectra_every=10 ** 9)
+        big = min(big, t)
+    alone_t, max_diff = [], 0.0
+    for i, c in enumerate(configs):
+        best = float("inf")
+        for _ in range(reps if i < 2 else 1):  # repeats on two members bound the noise; the rest check results
+            (alone,), t = timed_train([c], dev, spectra_every=10 ** 9)
+            best = min(best, t)
+        alone_t.append(best)
+        for n, w in alone["weights"].items():
+            max_diff = max(max_diff, float((together[i]["weights"][n] - w).abs().max()))
+    per_member_alone = statistics.median(alone_t)
+    return {"speedup": per_member_alone / (big / len(configs)), "step_alone_s": per_member_alone,
+            "step_ensemble_s": big, "max_abs_diff": max_diff}
+
+
+def snapshot_seconds(model, reps: int = 3) -> float:
+    """Time of one spectra snapshot (singular values of every matrix of every member), best of reps."""
+    dev = next(model.parameters()).device
+    best = float("inf")
+    for _ in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for p in model.matrices().values():
+                torch.linalg.svdvals(p.detach().float()).cpu()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def demo_configs(quick_steps: int | None = None):
+    """The app's default demo sweep: ``wdscale.jobs.DEMO`` if the app defines it, else FALLBACK_DEMO."""
+    from .sweep import expand_grid
+
+    demo, source = FALLBACK_DEMO, "fallback (widths 64,128,256, rules mup,wd, 5 lrs, 1 wd, synthetic)"
+    try:
+        from .jobs import DEMO  # noqa: F401  (the app helper's constant; optional)
+
+        demo, source = DEMO, "wdscale.jobs.DEMO"
+    except ImportError:
+        pass
+    if isinstance(demo, (list, tuple)):  # already a list of RunConfigs
+        configs = list(demo)
+    else:
+        d = dict(demo)
+        d.pop("seed", None)
+        configs = expand_grid(d.pop("model", "synthetic"), d.pop("widths"), d.pop("base_width"), d.pop("rules"),
+                              d.pop("lrs"), d.pop("wds"), d.pop("steps"), d.pop("seeds", (0,)), **d)
+    if quick_steps:
+        import dataclasses
+
+        configs = [dataclasses.replace(c, steps=quick_steps) for c in configs]
+    return configs, source
+
+
+def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
+    """Wall time of the demo sweep (no store: pure training), and its spectra share per width."""
+    from collections import defaultdict
+
+    from .train import TrainOptions, build, train_ensemble
+
+    configs, source = demo_configs(3 if tiny else None)
+    if tiny:  # plumbing check only: the smallest width, two runs
+        configs = [c for c in configs if c.width == min(c.width for c in configs)][:2]
+    t0 = time.perf_counter()
+    step_s = {}
+    groups = defaultdict(list)
+    for c in configs:
+        groups[c.group_key()].append(c)
+    for group in groups.values():
+        clock = StepClock(dev)
+        train_ensemble(group, TrainOptions(device=str(dev), callbacks=[clock]))
+        step_s[group[0].width] = (group, clock.median_step())
+    wall = time.perf_counter() - t0
+    shares = {}
+    for width, (group, t_step) in step_s.items():
+        model, _ = build(group[0], len(group), dev)
+        steps = group[0].steps
+        n_snap = len({0, steps} | set(range(max(1, steps // 16), steps + 1, max(1, steps // 16))))
+        shares[width] = 100 * n_snap * snapshot_seconds(model) / (steps * t_step)
+    return {"demo_seconds": wall, "demo_source": source, "demo_runs": len(configs),
+            "demo_steps": configs[0].steps, "spectra_overhead_pct": max(shares.values()),
+            "spectra_overhead_pct_by_width": shares}
+
+
+def transformer_mfu(width: int, steps: int, dev: torch.device, peak: float, reps: int, tiny: bool = False) -> dict:
+    from . import transformer
+    from .train import RunConfig
+
+    shape = dict(seq_len=32, batch_size=2) if tiny else dict(seq_len=128)  # tiny: plumbing only
+    c = RunConfig(model="transformer", width=width, base_width=64, rule="mup", lr=3e-3, wd=0.1, steps=steps,
+                  depth=4, **shape)
+    best = float("inf")
+    for _ in range(reps):
+        _, t = timed_train([c], dev, spectra_every=10 ** 9)
+        best = min(best, t)
+    flops = transformer.flops_per_step(c, 1)
+    return {"mfu": flops / best / (peak * 1e9), "step_s": best, "gflops": flops / best / 1e9,
+            "batch": c.batch_size or transformer.DEFAULT_BATCH}
+
+
+def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress=None) -> dict:
+    """Run every measurement; return the flat result dict (what ``--json`` prints)."""
+    from .train import pick_device
+
+    dev = pick_device(device)
+    say = progress or (lambda s: None)
+    steps = 4 if tiny else (30 if quick else 80)
+    reps = 1 if tiny else (2 if quick else 3)
+    widths = (64,) if tiny else WIDTHS
+    out = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "mode": "tiny" if tiny else ("quick" if quick else "full"), "load_avg_start": _load()}
+    say("matmul peak")
+    out["peak_gflops"] = matmul_peak_gflops(dev, n=256 if tiny else (1024 if quick else 2048), reps=reps + 2)
+
+    max_diff = 0.0
+    for w in WIDTHS:
+        if w not in widths:
+            out[f"ensemble_speedup_d{w}"] = None
+            continue
+        say(f"ensemble speedup, synthetic, d={w}")
+        r = ensemble_speedup("synthetic", w, steps, dev, reps)
+        out[f"ensemble_speedup_d{w}"] = r["speedup"]
+        out[f"step_ms_alone_d{w}"] = 1e3 * r["step_alone_s"]
+        out[f"step_ms_ensemble8_d{w}"] = 1e3 * r["step_ensemble_s"]
+        max_diff = max(max_diff, r["max_abs_diff"])
+    out["ensemble_max_abs_diff"] = max_diff
+
+    for w in WIDTHS:
+        if w not in widths:
+            out[f"mfu_d{w}"] = None
+            continue
+        say(f"Transformer MFU, d={w}")
+        r = transformer_mfu(w, 4 if tiny else (10 if quick else 20), dev, out["peak_gflops"], reps, tiny)
+        out[f"mfu_d{w}"] = r["mfu"]
+        out[f"transformer_gflops_d{w}"] = r["gflops"]
+        out[f"transformer_step_ms_d{w}"] = 1e3 * r["step_s"]
+    out["transformer_batch"] = r["batch"]
+
+    if not (quick or tiny):
+        for w in (64, 128):  # affordable on a CPU; d=256 x 16 transformer runs is not
+            say(f"ensemble speedup, Transformer, d={w}")
+            r = ensemble_speedup("transformer", w, 8, dev, 1, depth=4, seq_len=128)
+            out[f"transformer_ensemble_speedup_d{w}"] = r["speedup"]
+            out["transformer_ensemble_max_abs_diff"] = max(out.get("transformer_ensemble_max_abs_diff", 0.0),
+                                                           r["max_abs_diff"])
+
+    say("demo sweep")
+    out.update(demo_bench(dev, tiny))
+    out["load_avg_end"] = _load()  # other processes on the machine slow every number down: say how busy it was
+    out["targets"] = {k: {"target": f"{op} {thr:g}", "label": label, "value": out.get(k),
+                          "pass": _passes(out.get(k), op, thr)} for k, (op, thr, label) in TARGETS.items()}
+    return out
+
+
+def _load():
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _passes(v, op, thr):
+    if v is None:
+        return None
+    return bool(v >= thr) if op == ">=" else bool(v <= thr)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------
+def format_report(r: dict) -> str:
+    lines = [f"wdscale bench on {r['device']} ({r['threads']} threads, torch {r['torch']}, {r['mode']} mode, "
+             f"load average {r['load_avg_start']} -> {r['load_avg_end']})",
+             f"  fp32 matmul peak            {r['peak_gflops']:8.1f} GFLOP/s", ""]
+    lines.append(f"  {'width':>5}  {'alone ms/step':>13}  {'8-ens ms/step':>13}  {'speedup':>7}  "
+                 f"{'TF ms/step':>10}  {'TF GFLOP/s':>10}  {'MFU':>6}")
+    for w in WIDTHS:
+        if r.get(f"ensemble_speedup_d{w}") is None:
+            continue
+        lines.append(f"  {w:>5}  {r[f'step_ms_alone_d{w}']:>13.2f}  {r[f'step_ms_ensemble8_d{w}']:>13.2f}  "
+                     f"{r[f'ensemble_speedup_d{w}']:>6.2f}x  {r.get(f'transformer_step_ms_d{w}', float('nan')):>10.1f}"
+                     f"  {r.get(f'transformer_gflops_d{w}', float('nan')):>10.1f}  {r[f'mfu_d{w}']:>6.1%}")
+    lines.append(f"  largest |ensemble - alone| weight difference: {r['ensemble_max_abs_diff']:.2e}")
+    for w in (64, 128):
+        if f"transformer_ensemble_speedup_d{w}" in r:
+            lines.append(f"  Transformer ensemble speedup d={w}: {r[f'transformer_ensemble_speedup_d{w}']:.2f}x")
+    lines.append(f"  demo ({r['demo_source']}; {r['demo_runs']} runs x {r['demo_steps']} steps): "
+                 f"{r['demo_seconds']:.1f} s; spectra {r['spectra_overhead_pct']:.1f}% of step time")
+    lines += ["", f"  {'target':40} {'wanted':>8} {'measured':>10}  result"]
+    for k, t in r["targets"].items():
+        v = t["value"]
+        vs = "-" if v is None else (f"{v:.1%}" if k.startswith("mfu") else f"{v:.2f}")
+        want = t["target"]
+        if k.startswith("mfu"):
+            want = f"{want.split()[0]} {float(want.split()[1]):.0%}"
+        res = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+        lines.append(f"  {t['label']:40} {want:>8} {vs:>10}  {res}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import sys
+
+    if args.device not in ("cpu", "cuda", "auto") and not args.device.startswith("cuda:"):
+        raise ValueError(f"unknown device {args.device!r}; use cpu or cuda")
+    progress = None if args.json else (lambda s: print(f"  measuring {s} ...", file=sys.stderr, flush=True))
+    r = bench(args.device, quick=args.quick, tiny=args.test_tiny, progress=progress)
+    print(json.dumps(r) if args.json else format_report(r))
+    return 0
