@@ -1,0 +1,101 @@
+import csv
+import io
+import json
+
+import pytest
+
+from wdscale import cli
+from wdscale.store import RunStore
+
+from test_verdict import planted_sweep
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A small real synthetic sweep: 2 widths x 3 lrs x 1 rule, a few steps (far below 3 tau)."""
+    out = tmp_path_factory.mktemp("report") / "runs"
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["sweep", "--widths", "32,64", "--base-width", "32", "--rules", "mup", "--lrs",
+                       "3e-3,1e-2,3e-2", "--wds", "0.1", "--steps", "8", "--depth", "1", "--batch-size", "16",
+                       "--out", str(out)])
+    assert rc == 0
+    return out, err.getvalue()
+
+
+def test_sweep_warns_once_when_runs_are_short(swept):
+    _, err = swept
+    lines = [l for l in err.splitlines() if l.startswith("warning:")]
+    assert len(lines) == 1 and "rule mup: 6 of 6 runs stop before 3 tau" in lines[0]
+
+
+def test_report_prints_the_verdict_table(swept, capsys):
+    out, _ = swept
+    assert cli.main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| width | optimal lr |" in text
+    assert "\n| 32 |" in text and "\n| 64 |" in text
+    assert "threshold 0.5" in text
+    assert any(v in text for v in ("**PASS**", "**FAIL**", "**INCONCLUSIVE**"))
+    assert "Horizon check" in text and "< 3 tau" in text  # 8 steps are far from steady state
+
+
+def test_report_csv_and_json(swept, capsys):
+    out, _ = swept
+    assert cli.main(["report", str(out), "--format", "csv", "--threshold", "0.25"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [int(r["width"]) for r in rows] == [32, 64]
+    assert {r["threshold"] for r in rows} == {"0.25"}
+    assert cli.main(["report", str(out), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (v,) = data["verdicts"]
+    assert v["rule"] == "mup" and v["widths"] == [32, 64] and v["threshold"] == 0.5
+    assert [h["fraction"] for h in data["horizon"]] == [0.25, 0.5, 1.0]
+    # the numbers agree with the records the store holds
+    recs = RunStore(out).records()
+    best64 = min(r["final_loss"] for r in recs if r["width"] == 64 and r["final_loss"] is not None)
+    assert v["optima"]["64"]["best_loss"] == pytest.approx(best64)
+
+
+def test_report_on_planted_store_gives_planted_drift(tmp_path, capsys):
+    # a store written by hand (records only) with optimum drifting -1 octave per doubling
+    import sqlite3
+
+    store = RunStore(tmp_path)
+    with sqlite3.connect(store.db) as c:
+        for i, r in enumerate(planted_sweep({64: 2.0 ** -7, 128: 2.0 ** -8})):
+            c.execute("INSERT INTO runs VALUES (?,?,?,?,?)", (r["run_id"], "{}", "done", json.dumps(r), i))
+    assert cli.main(["report", str(tmp_path), "--format", "json", "--regret-threshold", "0.05"]) == 0
+    (v,) = json.loads(capsys.readouterr().out)["verdicts"]
+    assert v["drift"] == pytest.approx(-1.0) and v["regret"]["128"] == pytest.approx(0.1)
+    assert v["verdict"] == "FAIL" and v["regret_threshold"] == 0.05
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no run store" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "nowhere").exists()  # reporting never creates a store
+    RunStore(tmp_path / "empty")
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
+    assert "no runs in" in capsys.readouterr().err
+
+
+def test_report_too_few_lrs(swept, capsys):
+    out, _ = swept
+    store = RunStore(out)
+    keep = {r["run_id"] for r in store.records() if r["lr"] != 3e-2}
+    import shutil
+    import sqlite3
+
+    small = out.parent / "small"
+    shutil.copytree(out, small)
+    with sqlite3.connect(small / "index.sqlite") as c:
+        for (rid,) in c.execute("SELECT run_id FROM runs").fetchall():
+            if rid not in keep:
+                c.execute("DELETE FROM runs WHERE run_id=?", (rid,))
+    assert cli.main(["report", str(small)]) == 2
+    err = capsys.readouterr().err
+    assert "too few runs" in err and ">= 3 values of lr" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,155 @@
+"""``wdscale report DIR``: the transfer verdict of a stored sweep, as markdown, CSV or JSON.
+
+For each rule (and fixed wd): the optimal lr per width, its drift in octaves per doubling of width, the regret
+of training every width at the proxy's optimal lr, PASS/FAIL against the threshold, and the horizon check
+(the same optima read at 1/4, 1/2 and all of the run, from the stored evals).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from .verdict import DEFAULT_THRESHOLD, MIN_TAUS, horizon_check, transfer_verdict
+
+
+def configure(p) -> None:
+    p.add_argument("dir", metavar="DIR", help="run store (the --out of wdscale sweep)")
+    p.add_argument("--format", default="md", choices=["md", "csv", "json"])
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="PASS when |drift of the optimum| <= this many octaves per doubling of width")
+    p.add_argument("--regret-threshold", type=float, default=None,
+                   help="also require the max regret (loss above each width's best) <= this")
+    p.add_argument("--param", default="lr", choices=["lr", "wd"], help="the hyper-parameter whose transfer is judged")
+    p.add_argument("--model", default=None, choices=["synthetic", "transformer"], help="only runs of this model")
+
+
+def load_records(dir_: str, model: str | None = None) -> list[dict]:
+    """Records of a store; a one-line ValueError when there is no store or it is empty (does not create one)."""
+    from .store import RunStore
+
+    root = Path(dir_)
+    if not (root / "index.sqlite").is_file():
+        raise ValueError(f"no run store in {dir_} (expected {root / 'index.sqlite'}; create one with wdscale sweep "
+                         f"--out {dir_})")
+    recs = RunStore(root).records(**({"model": model} if model else {}))
+    if not recs:
+        raise ValueError(f"no runs in {dir_}" + (f" for model {model}" if model else ""))
+    return recs
+
+
+def _fmt(x, spec=".4g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return format(x, spec)
+
+
+def _label(v: dict, param: str) -> str:
+    other = "wd" if param == "lr" else "lr"
+    return f"rule {v['rule']}, {other} {v[other]:g} (torch), model {v['model']}, base width {v['base_width']}, " \
+           f"{v['steps']} steps"
+
+
+def _md_table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |"
+                                                                            for r in rows[1:]]
+
+
+def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
+    v0 = verdicts[0]
+    rt = v0["regret_threshold"]
+    lines = [f"# Transfer verdict: optimal {param} across widths", "",
+             f"PASS when |drift| <= {v0['threshold']:g} octaves of the optimal {param} per doubling of width"
+             + (f" and max regret <= {rt:g}" if rt is not None else "") + ". Regret = loss when trained at the "
+             f"proxy's (smallest width's) optimal {param} minus that width's best loss. Per-step decay of a matrix is "
+             f"lr*wd (torch AdamW), tau = 1/(lr*wd).", "",
+             "| rule | fixed | drift (oct/doubling) | max regret | verdict |", "|---|---|---|---|---|"]
+    other = "wd" if param == "lr" else "lr"
+    for v in verdicts:
+        lines.append(f"| {v['rule']} | {other}={v[other]:g}, {v['steps']} steps | {_fmt(v['drift'], '+.3f')} | "
+                     f"{_fmt(v['max_regret'])} | **{v['verdict']}** |")
+    for v in verdicts:
+        lines += ["", f"## {_label(v, param)}", ""]
+        rows = [["width", f"optimal {param}", "method", "best loss", f"loss at proxy {param}", "regret"]]
+        for w in v["widths"]:
+            o = v["optima"][w]
+            at = None if o["best_loss"] is None or math.isinf(v["regret"][w]) else o["best_loss"] + v["regret"][w]
+            rows.append([str(w), _fmt(o["x_opt"]), o["method"], _fmt(o["best_loss"]), _fmt(at),
+                         _fmt(v["regret"][w])])
+        lines += _md_table(rows)
+        lines += ["", f"drift {_fmt(v['drift'], '+.3f')} octaves per doubling (threshold {v['threshold']:g}), "
+                      f"max regret {_fmt(v['max_regret'])}"
+                  + (f" (threshold {rt:g})" if rt is not None else "") + f": **{v['verdict']}**"]
+        if v["min_steps_over_tau"] is not None:
+            lines.append(f"shortest run: {v['min_steps_over_tau']:.3g} tau of the matrix class "
+                         f"({'>=' if v['min_steps_over_tau'] >= MIN_TAUS else '<'} {MIN_TAUS:g} tau)")
+        lines += [f"- note: {n}" for n in v["notes"]]
+    if horizons:
+        widths = sorted({w for h in horizons for w in h["opt"]})
+        lines += ["", f"## Horizon check: optimal {param} at 1/4, 1/2 and all of the run (stored evals)", ""]
+        rows = [["rule", other, "fraction", "step"] + [f"opt @ {w}" for w in widths] + ["drift", "verdict"]]
+        for h in horizons:
+            rows.append([h["rule"], f"{h[other]:g}", f"{h['fraction']:g}", str(h["step"])]
+                        + [_fmt(h["opt"].get(w)) for w in widths] + [_fmt(h["drift"], "+.3f"), h["verdict"]])
+        lines += _md_table(rows)
+    return "\n".join(lines)
+
+
+def to_csv(verdicts: list[dict], param: str) -> str:
+    """One row per (rule, fixed param, width)."""
+    other = "wd" if param == "lr" else "lr"
+    buf = io.StringIO()
+    wr = csv.writer(buf)
+    wr.writerow(["model", "rule", other, "steps", "base_width", "width", f"opt_{param}", "method", "best_loss",
+                 "regret", "drift", "max_regret", "threshold", "regret_threshold", "verdict"])
+    for v in verdicts:
+        for w in v["widths"]:
+            o = v["optima"][w]
+            wr.writerow([v["model"], v["rule"], v[other], v["steps"], v["base_width"], w, o["x_opt"], o["method"],
+                         o["best_loss"], v["regret"][w], v["drift"], v["max_regret"], v["threshold"],
+                         "" if v["regret_threshold"] is None else v["regret_threshold"], v["verdict"]])
+    return buf.getvalue().rstrip("\n")
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def build_report(records: list[dict], param: str = "lr", threshold: float = DEFAULT_THRESHOLD,
+                 regret_threshold: float | None = None) -> tuple[list[dict], list[dict]]:
+    verdicts = transfer_verdict(records, param=param, threshold=threshold, regret_threshold=regret_threshold)
+    if not verdicts:
+        widths = sorted({r["width"] for r in records})
+        xs = sorted({r[param] for r in records})
+        raise ValueError(f"too few runs for a verdict: need >= 2 widths and >= 3 values of {param} per rule "
+                         f"(same wd, steps and model); found widths {widths} and {param} values "
+                         f"{[float(f'{x:.4g}') for x in xs]}")
+    return verdicts, horizon_check(records, param=param)
+
+
+def run(args) -> int:
+    if not (math.isfinite(args.threshold) and args.threshold > 0):
+        raise ValueError(f"--threshold must be a finite number > 0, got {args.threshold}")
+    if args.regret_threshold is not None and not math.isfinite(args.regret_threshold):
+        raise ValueError(f"--regret-threshold must be a finite number, got {args.regret_threshold}")
+    records = load_records(args.dir, args.model)
+    verdicts, horizons = build_report(records, args.param, args.threshold, args.regret_threshold)
+    if args.format == "json":
+        print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons})))
+    elif args.format == "csv":
+        print(to_csv(verdicts, args.param))
+    else:
+        print(to_markdown(verdicts, horizons, args.param))
+    return 0
