@@ -1,0 +1,28 @@
+"""wdscale explorer: `streamlit run app.py`.
+
+Why AdamW's weight decay must scale with width for learning-rate transfer (Fan et al. 2025). The pages are
+listed explicitly (st.navigation turns off the automatic pages/ discovery); each page is thin and draws
+figures from wdscale.plots with data from the run store ($WDSCALE_DATA or ./runs).
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # pages import pages._ui; AppTest does not add the script folder itself
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="wdscale: weight decay vs width", page_icon="📐", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/spectra.py", title="Spectra", icon="📈"),
+    st.Page("pages/transfer.py", title="Transfer", icon="🎯"),
+    st.Page("pages/steady_state.py", title="Steady state", icon="⚖️"),
+    st.Page("pages/diagnostics.py", title="Diagnostics", icon="🩺"),
+    st.Page("pages/runs.py", title="Runs & export", icon="🗂️"),
+]
+
+st.navigation(PAGES).run()

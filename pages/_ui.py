@@ -1,0 +1,179 @@
+"""Shared Streamlit helpers of the pages: the store, the job manager, the study picker, the export widget."""
+from __future__ import annotations
+
+import functools
+import threading
+
+import plotly.io as pio
+import streamlit as st
+
+from wdscale import export
+from wdscale.jobs import JobManager
+from wdscale.plots import loss_curves
+from wdscale.store import RunStore, default_root
+
+PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
+
+
+def data_root() -> str:
+    return default_root()  # $WDSCALE_DATA or ./runs
+
+
+@st.cache_resource
+def _store(root: str) -> RunStore:
+    return RunStore(root)
+
+
+def store() -> RunStore:
+    return _store(data_root())
+
+
+@st.cache_resource
+def _manager(root: str) -> JobManager:
+    # One per server and data dir, shared by every session; its semaphore keeps 1 training job at a time.
+    return JobManager(root, max_concurrent=1)
+
+
+def manager() -> JobManager:
+    return _manager(data_root())
+
+
+def records(done_only: bool = True) -> list[dict]:
+    recs = store().records()
+    return [r for r in recs if r.get("status") == "done"] if done_only else recs
+
+
+def pick_study(recs: list[dict], key: str, where=st.sidebar) -> tuple[str | None, list[dict]]:
+    """Selectbox over studies (runs that differ only in width/rule/lr/wd/seed), newest first."""
+    studies = export.group_studies(recs)
+    if not studies:
+        return None, []
+    labels = list(studies)
+    default = st.session_state.get("study")
+    idx = labels.index(default) if default in labels else 0
+    label = where.selectbox("Study", labels, index=idx, key=key,
+                            format_func=lambda s: f"{s} ({len(studies[s])} runs)")
+    st.session_state["study"] = label
+    return label, studies[label]
+
+
+# -- export widget: every figure downloads as PNG, SVG, HTML and its data as CSV -------------------------
+_bytes_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _fig_bytes(fig_json: str, fmt: str) -> bytes:
+    # Keyed on the figure's JSON: the same figure is rendered once however often the page reruns.
+    return export.figure_bytes(pio.from_json(fig_json), fmt)
+
+
+def _lazy(fig_json: str, fmt: str):
+    def make() -> bytes:
+        with _bytes_lock:
+            return _fig_bytes(fig_json, fmt)
+    return make
+
+
+def show(fig, name: str, key: str | None = None) -> None:
+    """Draw a figure with download buttons under it (bytes made on click, then cached)."""
+    st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"chart_{key or name}")
+    fj = fig.to_json()
+    cols = st.columns([1, 1, 1, 1, 4])
+    for col, fmt in zip(cols, ("png", "svg", "html", "csv")):
+        col.download_button(fmt.upper(), data=_lazy(fj, fmt), file_name=f"{export.slug(name)}.{fmt}",
+                            mime=export.FORMATS[fmt], on_click="ignore", key=f"dl_{fmt}_{key or name}",
+                            help=f"download this figure as {fmt.upper()}" if fmt != "csv" else "the plotted data")
+
+
+# -- live job panel ------------------------------------------------------------------------------------
+def job_status_line(snap: dict) -> str:
+    s = snap["status"]
+    if s == "queued":
+        return f"queued (position {snap.get('queue_position', '?')}): another study is training; this one starts next"
+    if s == "running":
+        eta = snap["eta_s"]
+        eta_s = f", ETA {eta:.0f} s" if eta is not None else ""
+        return (f"training width {snap['width']} (ensemble {snap['chunk'][0]}/{snap['chunk'][1]}), step "
+                f"{snap['step']}/{snap['steps']}; {snap['to_train']} runs to train, {snap['cached']} from the store"
+                f"{eta_s}")
+    if s == "done":
+        return f"done: {snap['n_runs']} runs ({snap['cached']} from the store) in {snap['elapsed_s']:.1f} s"
+    if s == "cancelled":
+        return "cancelled: finished ensembles are in the store; the interrupted one is stored as partial"
+    return f"error: {snap['error']}"
+
+
+def live_curves_fig(snap: dict):
+    curves = []
+    for rid, pts in snap["curves"].items():
+        if not pts:
+            continue
+        i = snap["info"][rid]
+        curves.append({"name": f"{i['rule']} d={i['width']} η₀={i['lr']:.3g} λ₀={i['wd']:.3g}",
+                       "steps": [p[0] for p in pts], "loss": [p[1] for p in pts], "rule": i["rule"],
+                       "width": i["width"], "diverged": rid in snap["diverged"]})
+    return loss_curves(curves, title="Live training loss per member (dotted: diverged)")
+
+
+def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
+    """Progress bar, ETA, cancel button and live loss curves of this session's job in ``session_state[job_key]``.
+
+    Polls every second while the job is queued/running (a fragment, so only this part reruns); when the job
+    ends it reruns the whole page once so the results below are drawn from the store."""
+    jid = st.session_state.get(job_key)
+    snap = manager().snapshot(jid)
+    if snap is None:
+        return None
+    if snap["status"] in ("queued", "running"):
+        _live_panel(job_key, show_curves)
+    else:
+        _draw_panel(snap, job_key, show_curves, live=False)
+    return snap
+
+
+def _draw_panel(snap: dict, job_key: str, show_curves: bool, live: bool) -> None:
+    st.progress(snap["fraction"], text=job_status_line(snap))
+    if snap["status"] == "error":
+        st.error(f"training failed: {snap['error']}")
+    if live and st.button("Cancel", key=f"cancel_{job_key}"):
+        manager().cancel(snap["id"])
+    if show_curves and snap["curves"]:
+        st.plotly_chart(live_curves_fig(snap), width="stretch", config=PLOT_CONFIG, key=f"live_{job_key}")
+
+
+@st.fragment(run_every=1.0)
+def _live_panel(job_key: str, show_curves: bool) -> None:
+    snap = manager().snapshot(st.session_state.get(job_key))
+    if snap is None:
+        return
+    if snap["status"] not in ("queued", "running"):
+        st.rerun()  # whole page: the results sections read the finished runs
+    _draw_panel(snap, job_key, show_curves, live=True)
+
+
+def submit(job_key: str, configs, label: str, device: str = "cpu") -> bool:
+    """Start a job for this session (one at a time per key); False with an st.error on bad input."""
+    from wdscale.train import TrainOptions
+
+    old = manager().snapshot(st.session_state.get(job_key))
+    if old is not None and old["status"] in ("queued", "running"):
+        st.warning("this session already has a study training; cancel it first")
+        return False
+    try:
+        st.session_state[job_key] = manager().submit(configs, label=label, opts=TrainOptions(device=device))
+    except (ValueError, FileNotFoundError) as e:
+        st.error(str(e))
+        return False
+    return True
+
+
+def fmt_table(res, steps: int) -> list[dict]:
+    """Rows of Resolved.table(steps) for st.dataframe."""
+    import math
+
+    rows = []
+    for cls, r in res.table(steps).items():
+        rows.append({"class": cls, "lr η": r["lr"], "wd λ (torch)": r["wd"], "decay/step η·λ": r["decay_per_step"],
+                     "τ = 1/(ηλ) steps": None if math.isinf(r["tau"]) else r["tau"],
+                     "steps/τ": r.get("steps_over_tau")})
+    return rows

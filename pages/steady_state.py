@@ -1,0 +1,93 @@
+"""Steady state: AdamW's equilibrium norm √(η/2λ) per entry and timescale τ = 1/(ηλ), theory vs your runs."""
+import numpy as np
+import streamlit as st
+
+from pages import _ui
+from wdscale import plots, theory
+
+st.title("AdamW's steady state")
+st.markdown("With torch's AdamW each step does $W \\leftarrow W(1-\\eta\\lambda) - \\eta\\,u$ with Adam's "
+            "normalised update $u$. Growth from the updates balances the decay when each entry's RMS is "
+            "$\\rho_\\infty = \\sqrt{\\eta/(2\\lambda)}$, so $\\|W\\|_F \\approx \\sqrt{\\eta N/(2\\lambda)}$; "
+            "deviations shrink like $(1-\\eta\\lambda)^{2t}$, i.e. over $\\tau = 1/(\\eta\\lambda)$ steps.")
+
+st.subheader("Playground")
+LOG = [float(f"{m * 10 ** e:.3g}") for e in range(-5, 2) for m in (1, 2, 5)]
+c1, c2, c3, c4 = st.columns(4)
+eta = c1.select_slider("η (lr of the matrix)", LOG, value=0.001, key="ss_eta", format_func=lambda x: f"{x:g}")
+lam = c2.select_slider("λ (torch weight_decay)", LOG, value=1.0, key="ss_lam", format_func=lambda x: f"{x:g}")
+d = c3.select_slider("width d (matrix d×d)", [32, 64, 128, 256, 512, 1024, 2048, 4096], value=256, key="ss_d")
+rho0 = c4.number_input("initial entry RMS ρ₀ (1/√d at init)", value=float(1 / np.sqrt(d)), format="%.4g",
+                       key=f"ss_rho0_{d}")
+m1, m2, m3, m4 = st.columns(4)
+tau = float(theory.tau(eta, lam))
+m1.metric("per-step decay η·λ", f"{eta * lam:.3g}")
+m2.metric("τ = 1/(ηλ)", f"{tau:,.0f} steps")
+m3.metric("ρ∞ = √(η/2λ)", f"{float(theory.equilibrium_rms(eta, lam)):.4g}")
+m4.metric("‖W‖_F ≈ √(ηN/2λ)", f"{float(theory.equilibrium_fro(eta, lam, d * d)):.4g}",
+          help=f"N = d² = {d * d:,} entries; angular update per step √(2ηλ(1−β₁)/(1+β₁)) = "
+               f"{float(theory.angular_update(eta, lam)):.3g} rad")
+t = np.linspace(0, 5 * tau if np.isfinite(tau) else 1000, 300)
+curves = []
+for k, (e, l, name) in enumerate([(eta, lam, f"η={eta:g}, λ={lam:g}"), (eta / 4, lam, f"η/4 (μP at m=4), λ={lam:g}"),
+                                  (eta / 4, lam * 2, f"η/4, λ·√4 (λ ∝ √d)")]):
+    curves.append({"name": name, "rho": theory.norm_trajectory(t, e, l, rho0),
+                   "rho_inf": float(theory.equilibrium_rms(e, l)), "tau": float(theory.tau(e, l))})
+_ui.show(plots.norm_theory(t, curves, title="Predicted entry RMS over training (dashed: ρ∞, dotted: τ)"),
+         "steady_theory")
+
+st.subheader("Your runs: measured vs predicted")
+label, recs = _ui.pick_study(_ui.records(), "ss_study")
+recs = [r for r in recs if not r.get("diverged")]
+if not recs:
+    st.info("No finished runs yet: run the demo on Home or a study on Train.")
+    st.stop()
+
+
+@st.cache_data(max_entries=512)
+def weight_norms(root: str, run_id: str) -> dict:
+    """{param: (fro, n_entries)} from the stored final weights."""
+    w = _ui.store().weights(run_id)
+    return {k: (float(v.float().norm()), int(v.numel())) for k, v in w.items() if v.ndim == 2}
+
+
+rows = []
+for r in recs:
+    for p, (fro, n) in weight_norms(_ui.data_root(), r["run_id"]).items():
+        cls = r["param_class"].get(p)
+        g = r["groups"].get(cls) or {}
+        if not g or not g.get("wd"):
+            continue
+        rows.append({"rule": r["rule"], "width": r["width"], "param": p, "class": cls, "measured": fro,
+                     "predicted": float(theory.equilibrium_fro(g["lr"], g["wd"], n)),
+                     "steps_over_tau": g.get("steps_over_tau"), "run_id": r["run_id"]})
+_ui.show(plots.norm_pred_vs_measured(rows), "steady_pred_vs_measured")
+st.caption("Faded markers: runs shorter than 3τ (not yet at equilibrium). Marker size grows with width.")
+if rows:
+    ratio = np.array([r["measured"] / r["predicted"] for r in rows if (r["steps_over_tau"] or 0) >= 3])
+    if ratio.size:
+        st.metric("median measured/predicted ‖W‖_F over runs ≥ 3τ", f"{np.median(ratio):.3f}")
+
+st.subheader("σ_top and ‖W‖_F over training")
+rules = sorted({r["rule"] for r in recs})
+lrs = sorted({r["lr"] for r in recs})
+wds = sorted({r["wd"] for r in recs})
+mats = sorted({p for r in recs for p, c in r["param_class"].items() if c == "matrix"} & set(recs[0]["top_sv"]))
+c1, c2, c3, c4 = st.columns(4)
+rule = c1.selectbox("Rule", rules, key="ss_rule")
+lr = c2.selectbox("η₀", lrs, index=len(lrs) // 2, key="ss_lr", format_func=lambda x: f"{x:g}")
+wd = c3.selectbox("λ₀", wds, key="ss_wd", format_func=lambda x: f"{x:g}")
+param = c4.selectbox("Matrix", mats or sorted(recs[0]["top_sv"]), key="ss_param")
+series = []
+for r in sorted([r for r in recs if r["rule"] == rule and r["lr"] == lr and r["wd"] == wd], key=lambda r: r["width"]):
+    sp = _ui.store().spectra(r["run_id"])
+    if param not in sp:
+        continue
+    sv = sp[param]
+    g = r["groups"][r["param_class"][param]]
+    n = weight_norms(_ui.data_root(), r["run_id"]).get(param, (None, None))[1]
+    series.append({"name": f"d={r['width']}", "width": r["width"], "steps": sp["steps"].tolist(),
+                   "top_sv": sv[:, 0], "fro": np.sqrt((sv ** 2).sum(1)),  # ‖W‖_F² = Σσ²
+                   "fro_pred": float(theory.equilibrium_fro(g["lr"], g["wd"], n)) if g["wd"] and n else None,
+                   "tau": g["tau"] if g.get("tau") else None})
+_ui.show(plots.top_sv_over_training(series), "steady_top_sv_over_training")

@@ -1,0 +1,168 @@
+"""Train: define a study, see the resolved rule table before training, train it in the background."""
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+
+from pages import _ui
+from wdscale import analysis, plots
+from wdscale.jobs import check_study
+from wdscale.rules import RULE_INFO, RULES, resolve
+from wdscale.sweep import plan
+from wdscale.verdict import horizon_warnings
+
+st.title("Train a study")
+st.caption("All runs at one width train as one batched ensemble. λ is torch's `weight_decay`: per-step decay η·λ.")
+
+LOG_GRID = [float(f"{m * 10 ** e:.3g}") for e in range(-5, 2) for m in (1, 2, 3, 5)]
+SPACING = {"×2": 2.0, "×√10": math.sqrt(10), "×10": 10.0, "×√2": math.sqrt(2)}
+
+
+def parse_list(text: str, kind):
+    out = []
+    for tok in text.replace(";", ",").split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            v = kind(tok)
+        except ValueError:
+            raise ValueError(f"{tok!r} is not {'an integer' if kind is int else 'a number'}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{tok!r} is not a finite number")
+        out.append(v)
+    return out
+
+
+def grid(center: float, n: int, factor: float) -> list[float]:
+    k = np.arange(n) - (n - 1) / 2
+    return [float(f"{center * factor ** i:.4g}") for i in k]
+
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    model = st.radio("Model", ["synthetic", "transformer"], horizontal=True, key="t_model")
+    widths_txt = st.text_input("Widths d (comma list)", "64,128,256", key="t_widths")
+    base_width = st.number_input("Base (proxy) width d₀", min_value=1, value=64, step=1, key="t_base")
+    rules = st.multiselect("Rules", list(RULES), default=["mup", "wd"], key="t_rules",
+                           format_func=lambda r: f"{r}: {RULE_INFO[r]}")
+    a = b = None
+    if "custom" in rules:
+        ca, cb = st.columns(2)
+        a = ca.number_input("a (matrix η ∝ m^-a)", value=1.0, step=0.25, key="t_a")
+        b = cb.number_input("b (matrix λ ∝ m^b)", value=0.5, step=0.25, key="t_b")
+with c2:
+    eta0 = st.select_slider("Proxy lr η₀ (log scale)", options=LOG_GRID, value=0.01, key="t_eta0",
+                            format_func=lambda x: f"{x:g}")
+    n_lr = st.slider("LR grid points around η₀", 1, 9, 5, key="t_nlr")
+    sp_lr = st.selectbox("LR grid spacing", list(SPACING), key="t_splr")
+    lrs_txt = st.text_input("…or an explicit LR list (overrides the grid)", "", key="t_lrs")
+    lam0 = st.select_slider("Proxy weight decay λ₀ (torch weight_decay, log scale)", options=[0.0] + LOG_GRID,
+                            value=1.0, key="t_lam0", format_func=lambda x: f"{x:g}")
+    n_wd = st.slider("λ grid points around λ₀", 1, 7, 1, key="t_nwd")
+    wds_txt = st.text_input("…or an explicit λ list (overrides the grid)", "", key="t_wds")
+with c3:
+    steps = st.number_input("Steps", min_value=1, value=1000, step=100, key="t_steps")
+    seeds_txt = st.text_input("Seeds (comma list)", "0", key="t_seeds")
+    schedule = st.selectbox("LR schedule", ["constant", "warmup", "cosine", "exp_warmup"], key="t_sched")
+    warmup = st.slider("Warmup (fraction of steps)", 0.0, 1.0, 0.0 if schedule == "constant" else 0.1, 0.05,
+                       key="t_warm")
+    devices = ["cpu", "auto"] + (["cuda"] if torch.cuda.is_available() else [])
+    device = st.selectbox("Device", devices, key="t_device")
+    corpus = "stdlib"
+    if model == "transformer":
+        src = st.radio("Corpus", ["stdlib (Python's own docs, no download)", "upload a UTF-8 text file"], key="t_corp")
+        if src.startswith("upload"):
+            up = st.file_uploader("Text file", type=None, key="t_upload")
+            corpus = None
+            if up is not None:
+                raw = up.getvalue()
+                try:
+                    text = raw.decode("utf-8")
+                    if "\x00" in text or len(text) < 1000:
+                        raise UnicodeDecodeError("utf-8", raw, 0, 1, "binary or too short")
+                except UnicodeDecodeError:
+                    st.error("corpus is not usable text: upload a UTF-8 text file of at least 1000 characters")
+                else:
+                    folder = Path(_ui.data_root()) / "corpora"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    path = folder / f"{hashlib.sha1(raw).hexdigest()[:12]}.txt"
+                    if not path.exists():
+                        path.write_bytes(raw)
+                    corpus = str(path)
+
+# -- expand and check: bad input -> st.error, never a traceback --------------------------------------------
+configs, err = [], None
+try:
+    widths = parse_list(widths_txt, int)
+    lrs = parse_list(lrs_txt, float) if lrs_txt.strip() else grid(eta0, n_lr, SPACING[sp_lr])
+    if wds_txt.strip():
+        wds = parse_list(wds_txt, float)
+    else:
+        wds = grid(lam0, n_wd, SPACING[sp_lr]) if lam0 > 0 else [0.0]
+    seeds = parse_list(seeds_txt, int) or [0]
+    if model == "transformer" and corpus is None:
+        raise ValueError("upload a corpus file, or choose the stdlib corpus")
+    common = dict(a=a, b=b, schedule=schedule, warmup=float(warmup))
+    if model == "transformer":
+        common["corpus"] = corpus
+    configs = check_study(model, widths, int(base_width), rules, lrs, wds, int(steps), seeds, **common)
+except ValueError as e:
+    err = str(e)
+
+if err:
+    st.error(err)
+    st.stop()
+
+st.write(f"**{len(configs)} runs**: widths {widths}, η₀ ∈ {{{', '.join(f'{x:g}' for x in lrs)}}}, "
+         f"λ₀ ∈ {{{', '.join(f'{x:g}' for x in wds)}}}, seeds {seeds}.")
+
+# -- resolved rule table, per width, before training --------------------------------------------------------
+with st.expander("Resolved per-class settings (at η₀, λ₀) and horizon checks", expanded=True):
+    rule_tabs = st.tabs(rules)
+    warned = set()
+    for tab, rule in zip(rule_tabs, rules):
+        with tab:
+            rows = []
+            for w in widths:
+                res = resolve(rule, w, int(base_width), eta0, lam0, a, b)
+                for row in _ui.fmt_table(res, int(steps)):
+                    rows.append({"width": w, "m": res.m, "readout ×": res.readout_mult, **row})
+                for msg in horizon_warnings(res, int(steps)):
+                    if (rule, w) not in warned:
+                        warned.add((rule, w))
+                        st.warning(f"{rule}, d={w}: {msg}")
+            st.dataframe(rows, hide_index=True, width="stretch",
+                         column_config={k: st.column_config.NumberColumn(format="%.4g")
+                                        for k in ("lr η", "wd λ (torch)", "decay/step η·λ", "τ = 1/(ηλ) steps",
+                                                  "steps/τ", "m", "readout ×")})
+
+cached, todo = plan(configs, _ui.store())
+n_todo = sum(len(c) for c in todo)
+st.write(f"{len(cached)} of {len(configs)} runs are already in the store; {n_todo} to train "
+         f"in {len(todo)} ensemble(s).")
+if st.button("Train" if n_todo else "Show (all runs are in the store)", type="primary", key="t_go"):
+    if n_todo:
+        _ui.submit("train_job", configs, label=f"{model} {widths}", device=device)
+    else:
+        st.session_state["train_cached"] = [c.run_id for c in configs]
+
+snap = _ui.job_panel("train_job")
+# This session's results only: the job's own record list (or the cached runs it asked for).
+recs = snap["records"] if snap else []
+if not recs and st.session_state.get("train_cached"):
+    ids = st.session_state["train_cached"]
+    recs = [r for r in (_ui.store().get(i) for i in ids) if r]
+if recs:
+    st.subheader("This study")
+    recs_ok = [r for r in recs if r.get("status") == "done"]
+    c1, c2 = st.columns(2)
+    with c1:
+        _ui.show(plots.loss_vs_param(recs_ok, "lr", analysis.lr_optima(recs_ok, param="lr")), "train_loss_vs_lr")
+    with c2:
+        fits = analysis.width_exponents(recs_ok, n_boot=200)
+        _ui.show(plots.top_sv_vs_width(recs_ok, fits), "train_top_sv_vs_width")
+    st.caption("Spectra, Transfer and Steady state show this study in depth (pick it in the sidebar there).")

@@ -1,0 +1,86 @@
+"""Transfer: loss vs η₀ (and λ₀) per width, one panel per rule; where the optimum goes as width grows."""
+import math
+
+import streamlit as st
+
+from pages import _ui
+from wdscale import analysis, plots, verdict
+
+st.title("Learning-rate transfer")
+label, recs = _ui.pick_study(_ui.records(), "tr_study")
+if not recs:
+    st.info("No runs in the store yet: run the demo on Home or a study on Train.")
+    st.stop()
+
+steps = sorted({int(s) for r in recs for s in (r.get("evals") or {})})
+metric_opts = ["final"] + [s for s in steps if s != recs[0]["steps"]]
+at = st.sidebar.selectbox("Loss measured at", metric_opts, key="tr_at",
+                          format_func=lambda s: "end of training (final validation loss)" if s == "final"
+                          else f"step {s} (validation)")
+step = None if at == "final" else int(at)
+if step is not None:  # the same plot functions read the 'final_loss' field: substitute the eval at that step
+    recs = [{**r, "final_loss": analysis.record_loss(r, step)} for r in recs]
+
+
+def drift_table(opt: dict, param: str) -> list[dict]:
+    rows = []
+    for (rule, other), by_w in opt.items():
+        d = analysis.drift_octaves({w: o["x_opt"] for w, o in by_w.items()})
+        row = {"rule": rule, ("λ₀" if param == "lr" else "η₀"): other,
+               "drift (octaves per width doubling)": None if math.isnan(d) else d}
+        for w, o in by_w.items():
+            row[f"optimum d={w}"] = o["x_opt"]
+            if o.get("method") == "edge":
+                row[f"optimum d={w}"] = o["x_opt"]
+                row["note"] = "optimum at the grid edge: widen the grid"
+        rows.append(row)
+    return rows
+
+
+def show_verdict(recs: list[dict], param: str) -> None:
+    """verdict.transfer_verdict as one line per rule plus its table (drift within ±threshold octaves/doubling)."""
+    if not hasattr(verdict, "transfer_verdict"):
+        return
+    rows = verdict.transfer_verdict(recs, param=param, metric="final_loss")
+    if not rows:
+        st.caption("verdict needs ≥ 2 widths and ≥ 3 grid values per width")
+        return
+    st.markdown(f"**Transfer verdict ({'η' if param == 'lr' else 'λ'})**")
+    icons = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "❔"}
+    table = []
+    for v in rows:
+        other = "wd" if param == "lr" else "lr"
+        drift = v["drift"]
+        drift_s = f"{drift:+.2f}" if math.isfinite(drift) else "n/a"
+        reg = v["max_regret"]
+        st.write(f"{icons.get(v['verdict'], '')} **{v['rule']}** ({other}₀ = {v[other]:g}): {v['verdict']}: optimum "
+                 f"drifts {drift_s} octaves per width doubling (threshold ±{v['threshold']:g}); max regret at "
+                 f"the proxy's optimum {reg:.3g}" + (f". {'; '.join(v['notes'])}" if v["notes"] else ""))
+        row = {"rule": v["rule"], f"{other}₀": v[other], "verdict": v["verdict"], "drift": drift,
+               "max regret": reg, "proxy optimum": v["proxy_x_opt"], "min steps/τ": v["min_steps_over_tau"]}
+        for w, o in v["optima"].items():
+            row[f"opt d={w}"] = o["x_opt"]
+        table.append(row)
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+st.subheader("Loss vs learning rate")
+if len({r["lr"] for r in recs}) < 2:
+    st.info("this study has one η₀: train an LR grid to see transfer")
+else:
+    opt = analysis.lr_optima(recs, param="lr")
+    _ui.show(plots.loss_vs_param(recs, "lr", opt), "transfer_loss_vs_lr")
+    st.caption("★ interpolated optimum (parabola in log η through the grid minimum); ✕ diverged runs, drawn at the "
+               "top. Perfect transfer: the stars line up vertically (drift 0).")
+    st.dataframe(drift_table(opt, "lr"), hide_index=True, width="stretch")
+    show_verdict(recs, "lr")
+
+st.subheader("Loss vs weight decay")
+if len({r["wd"] for r in recs}) < 2:
+    st.info("this study has one λ₀: train a λ grid (Train page) to see how the optimal weight decay moves")
+else:
+    optw = analysis.lr_optima(recs, param="wd")
+    recs_w = [r for r in recs if r["wd"] > 0]  # log axis
+    _ui.show(plots.loss_vs_param(recs_w, "wd", optw), "transfer_loss_vs_wd")
+    st.dataframe(drift_table(optw, "wd"), hide_index=True, width="stretch")
+    show_verdict(recs, "wd")

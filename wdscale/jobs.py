@@ -1,0 +1,282 @@
+"""Background training jobs for the app: a thread-safe job manager with a global concurrency limit.
+
+Streamlit's API must not be called from worker threads, so workers only write to a lock-guarded ``Job`` and
+honour its cancel ``threading.Event``; the page polls ``JobManager.snapshot(job_id)`` from a fragment.  The
+manager is created once per server (``st.cache_resource`` in the page); this module never imports Streamlit.
+
+Each job keeps its own record list: two sessions training at once never see each other's results, although
+both end up in the shared store (which is what makes revisits instant).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import threading
+import time
+import traceback
+import uuid
+
+from .store import RunStore
+from .sweep import expand_grid, plan, run_sweep
+from .train import RunConfig, TrainOptions, preflight
+
+MAX_RUNS = 400  # members in one study
+MAX_COST = 2e15  # ~ matmul FLOPs of one study; far beyond what a CPU session should take on
+MAX_WIDTH = 8192
+LR_RANGE = (1e-6, 10.0)
+WD_RANGE = (0.0, 100.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo study
+# ---------------------------------------------------------------------------------------------
+# lr grid brackets the synthetic core's optimum at lam0 = 1; the top lrs reach several tau = 1/(eta lam) even at
+# d = 256 under mu-P, where the sigma_top-vs-width difference between the rules shows.
+DEMO = dict(model="synthetic", widths=(64, 128, 256), base_width=64, rules=("mup", "wd"),
+            lrs=(0.002, 0.004, 0.008, 0.016, 0.032), wds=(1.0,), steps=500, seeds=(0,))
+
+
+def demo_configs(steps: int | None = None) -> list[RunConfig]:
+    """The Home page's one-click sweep.  ``WDSCALE_DEMO_STEPS`` shrinks it (tests)."""
+    steps = steps or int(os.environ.get("WDSCALE_DEMO_STEPS", DEMO["steps"]))
+    d = DEMO
+    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], d["lrs"], d["wds"], steps, d["seeds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks: one clear sentence per problem, before anything trains
+# ---------------------------------------------------------------------------------------------
+def study_cost(configs: list[RunConfig]) -> float:
+    """Rough matmul FLOPs: 6 * batch * tokens * (hidden matrix entries) * steps, summed over runs."""
+    cost = 0.0
+    for c in configs:
+        if c.model == "synthetic":
+            depth = c.depth or 2
+            cost += 6 * (c.batch_size or 128) * depth * c.width ** 2 * c.steps
+        else:
+            depth = c.depth or 4
+            cost += 6 * (c.batch_size or 16) * c.seq_len * depth * 12 * c.width ** 2 * c.steps
+    return cost
+
+
+def check_study(model: str, widths, base_width, rules, lrs, wds, steps, seeds=(0,), **common) -> list[RunConfig]:
+    """Expand and validate a study from the Train form; ValueError with a user-facing message on bad input."""
+    widths = list(widths or [])
+    if not widths:
+        raise ValueError("the width list is empty: give at least one width, e.g. 64,128,256")
+    if any(not isinstance(w, int) or w <= 0 for w in widths):
+        raise ValueError(f"widths must be positive integers, got {widths}")
+    if max(widths) > MAX_WIDTH:
+        raise ValueError(f"width {max(widths)} is above the app's limit of {MAX_WIDTH}")
+    if not isinstance(base_width, int) or base_width <= 0:
+        raise ValueError(f"base width d₀ must be a positive integer, got {base_width}")
+    if base_width > max(widths) or base_width < min(widths) / 64:
+        raise ValueError(f"base width d₀={base_width} is not sensible for widths {widths}: the proxy width should be "
+                         "at or below the widths you transfer to (and not 64x smaller than all of them)")
+    if not rules:
+        raise ValueError("choose at least one rule")
+    if not lrs:
+        raise ValueError("the learning-rate grid is empty")
+    if not wds:
+        raise ValueError("the weight-decay grid is empty")
+    for v in lrs:
+        if not (LR_RANGE[0] <= v <= LR_RANGE[1]):
+            raise ValueError(f"learning rate η₀={v:g} is out of range [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]")
+    for v in wds:
+        if not (WD_RANGE[0] <= v <= WD_RANGE[1]):
+            raise ValueError(f"weight decay λ₀={v:g} is out of range [{WD_RANGE[0]:g}, {WD_RANGE[1]:g}] "
+                             "(torch weight_decay; the per-step decay is η·λ)")
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    configs = expand_grid(model, widths, base_width, rules, lrs, wds, steps, seeds, **common)
+    n = len({c.run_id for c in configs})
+    if n > MAX_RUNS:
+        raise ValueError(f"study too big: {n} runs (limit {MAX_RUNS}); use fewer widths, rules, or grid points")
+    cost = study_cost(configs)
+    if cost > MAX_COST:
+        raise ValueError(f"study too big: ~{cost:.1e} FLOPs (limit {MAX_COST:.0e}); use fewer steps or smaller "
+                         "widths, or run it with `wdscale sweep` on a GPU")
+    return configs
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------------------------
+class Job:
+    """The state one worker thread writes and the page reads (always under ``lock``)."""
+
+    def __init__(self, job_id: str, configs: list[RunConfig], label: str = ""):
+        self.id = job_id
+        self.label = label
+        self.configs = configs
+        self.lock = threading.Lock()
+        self.cancel = threading.Event()
+        self.status = "queued"  # queued, running, done, cancelled, error
+        self.error: str | None = None
+        self.created = time.time()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.records: list[dict] = []  # this job's records only
+        self.cached = 0
+        self.to_train = 0
+        self.done_member_steps = 0
+        self.total_member_steps = 0
+        self.width: int | None = None
+        self.step = 0
+        self.steps = 0
+        self.chunk = (0, 0)
+        self.curves: dict[str, list] = {}  # run_id -> [[step, loss], ...] of the live chunk and earlier ones
+        self.diverged: set[str] = set()
+        self._run_ids: list[str] = []
+        self._chunk_base = 0
+        self._n = 0
+        self._t_train: float | None = None
+        self.info = {c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd, "seed": c.seed}
+                     for c in configs}
+
+    # -- called from the worker ----------------------------------------------------------------------
+    def on_event(self, e: dict) -> None:
+        with self.lock:
+            t = e["type"]
+            if t == "plan":
+                self.cached, self.to_train = e["cached"], e["to_train"]
+                self.total_member_steps = e["to_train"] * (self.configs[0].steps if self.configs else 0)
+                self._t_train = time.time()
+            elif t == "chunk":
+                self.chunk = (e["index"] + 1, e["of"])
+            elif t == "start":
+                self.width, self._run_ids, self._n = e["width"], e["run_ids"], e["n_members"]
+                self.steps, self.step = e["steps"], 0
+                self._chunk_base = self.done_member_steps
+                for rid in self._run_ids:
+                    self.curves.setdefault(rid, [])
+            elif t == "step":
+                self.step = e["step"]
+                self.done_member_steps = self._chunk_base + e["step"] * self._n
+                for rid, loss, alive in zip(self._run_ids, e["loss"], e["alive"]):
+                    if alive:
+                        self.curves[rid].append([e["step"], loss])
+                    else:
+                        self.diverged.add(rid)
+            elif t in ("done", "cancelled"):
+                self.done_member_steps = self._chunk_base + e["step"] * self._n
+
+    def on_record(self, rec: dict) -> None:
+        with self.lock:
+            self.records.append(rec)
+
+    # -- called from the page ------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        with self.lock:
+            frac = (self.done_member_steps / self.total_member_steps) if self.total_member_steps else (
+                1.0 if self.status == "done" else 0.0)
+            eta = None
+            if self.status == "running" and self._t_train and self.done_member_steps > 0:
+                el = time.time() - self._t_train
+                eta = el / self.done_member_steps * (self.total_member_steps - self.done_member_steps)
+            return {
+                "id": self.id, "label": self.label, "status": self.status, "error": self.error,
+                "n_runs": len(self.info), "cached": self.cached, "to_train": self.to_train,
+                "fraction": min(1.0, frac), "eta_s": eta, "width": self.width, "step": self.step,
+                "steps": self.steps, "chunk": self.chunk,
+                "elapsed_s": ((self.finished or time.time()) - self.started) if self.started else 0.0,
+                "records": copy.deepcopy(self.records),
+                "curves": {rid: list(c) for rid, c in self.curves.items()},
+                "diverged": set(self.diverged), "info": dict(self.info),
+            }
+
+
+class JobManager:
+    """Runs jobs in daemon threads; a global semaphore lets ``max_concurrent`` of them train at a time.
+
+    With env ``WDSCALE_RAY_ADDRESS`` set, chunks go to that Ray cluster (``run_sweep(executor="ray")``)."""
+
+    def __init__(self, store_root: str, max_concurrent: int = 1, device: str = "cpu",
+                 ray_address: str | None = None):
+        self.store_root = str(store_root)
+        self.device = device
+        self.ray_address = ray_address if ray_address is not None else os.environ.get("WDSCALE_RAY_ADDRESS")
+        self._sem = threading.Semaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._order = itertools.count()
+
+    def submit(self, configs: list[RunConfig], label: str = "", opts: TrainOptions | None = None) -> str:
+        """Start (or queue) a job; returns its id.  Raises ValueError on configs that cannot run."""
+        if not configs:
+            raise ValueError("nothing to train")
+        preflight(configs, opts.device if opts else self.device)
+        job = Job(uuid.uuid4().hex[:12], configs, label)
+        opts = opts or TrainOptions(device=self.device)
+        th = threading.Thread(target=self._work, args=(job, opts), daemon=True, name=f"wdscale-job-{job.id}")
+        with self._lock:
+            self._jobs[job.id] = job
+            self._threads[job.id] = th
+        th.start()
+        return job.id
+
+    def _work(self, job: Job, opts: TrainOptions) -> None:
+        store = RunStore(self.store_root)
+        # Cached runs show at once, before waiting for the training slot.
+        cached, _ = plan(job.configs, store)
+        for rec in cached:
+            rec["cached"] = True
+            job.on_record(rec)
+        with self._sem:
+            if job.cancel.is_set():
+                with job.lock:
+                    job.status, job.finished = "cancelled", time.time()
+                return
+            with job.lock:
+                job.status, job.started = "running", time.time()
+                job.records = []  # run_sweep reports cached records again, in order
+            try:
+                kw = dict(executor="ray", address=self.ray_address) if self.ray_address else {}
+                run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
+                          on_record=job.on_record, **kw)
+                status, err = ("cancelled" if job.cancel.is_set() else "done"), None
+            except Exception as e:  # the page shows it; the thread must not die silently
+                status, err = "error", f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+            with job.lock:
+                job.status, job.error, job.finished = status, err, time.time()
+
+    def get(self, job_id: str | None) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id) if job_id else None
+
+    def snapshot(self, job_id: str | None) -> dict | None:
+        job = self.get(job_id)
+        if job is None:
+            return None
+        snap = job.snapshot()
+        if snap["status"] == "queued":
+            snap["queue_position"] = self.queue_position(job_id)
+        return snap
+
+    def queue_position(self, job_id: str) -> int:
+        with self._lock:
+            queued = [j for j in self._jobs.values() if j.status == "queued"]
+        queued.sort(key=lambda j: j.created)
+        return next((i + 1 for i, j in enumerate(queued) if j.id == job_id), 0)
+
+    def cancel(self, job_id: str | None) -> None:
+        job = self.get(job_id)
+        if job is not None:
+            job.cancel.set()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Block until the job's thread ends (tests, scripts); True if it ended."""
+        with self._lock:
+            th = self._threads.get(job_id)
+        if th is None:
+            return True
+        th.join(timeout)
+        return not th.is_alive()
+
+    def active(self) -> list[dict]:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [{"id": j.id, "label": j.label, "status": j.status} for j in jobs if j.status in ("queued", "running")]

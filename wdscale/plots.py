@@ -1,0 +1,381 @@
+"""Plot functions of the explorer: data in (records, arrays, rows), a plotly figure out.
+
+No Streamlit here, so the same figures serve the app, the export bundle and the tests.  Conventions:
+log axes wherever a quantity spans decades (lr, wd, width, singular values), units in axis titles,
+``lam`` is always torch's ``weight_decay`` (per-step decay eta*lam).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+RULE_COLORS = {"sp": "#7f7f7f", "mup": "#d62728", "indep": "#2ca02c", "wd": "#1f77b4", "custom": "#9467bd"}
+RULE_NAMES = {"sp": "SP", "mup": "μP, λ fixed", "indep": "μP, ηλ fixed (λ∝d)", "wd": "μP, λ∝√d",
+              "custom": "custom"}
+LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
+              legend=dict(orientation="v"))
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def width_colors(widths) -> dict:
+    """One colour per width, light (small) to dark (large), so 'bigger' reads the same on every plot."""
+    ws = sorted(set(widths))
+    if len(ws) == 1:
+        return {ws[0]: "rgb(31,119,180)"}
+    pos = [0.25 + 0.75 * i / (len(ws) - 1) for i in range(len(ws))]
+    return dict(zip(ws, sample_colorscale("Viridis_r", pos)))
+
+
+def rule_label(rule: str) -> str:
+    return f"{rule} ({RULE_NAMES.get(rule, rule)})"
+
+
+def _empty(title: str, msg: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, **LAYOUT)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _top_sv(rec: dict, params=None):
+    from .analysis import matrix_top_sv
+
+    return matrix_top_sv(rec, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The headline plots
+# ---------------------------------------------------------------------------------------------
+def top_sv_vs_width(records: list[dict], fits: list[dict] | None = None, params=None,
+                    title: str = "σ_top of the hidden matrices vs width") -> go.Figure:
+    """σ_top (geometric mean over hidden matrices) vs width, one line per (rule, η₀, λ₀), log-log.
+
+    ``fits`` (from ``analysis.width_exponents``) add the fitted power law as a dashed line and the exponent
+    with its CI to the legend."""
+    groups = defaultdict(list)
+    for r in records:
+        if r.get("diverged"):
+            continue
+        sv = _top_sv(r, params)
+        if sv is not None:
+            groups[(r["rule"], r["lr"], r["wd"])].append((r["width"], sv, r["run_id"]))
+    if not groups:
+        return _empty(title, "no finished runs to show")
+    fit_by = {(f["rule"], f["lr"], f["wd"]): f for f in (fits or [])}
+    several_lr = len({k[1] for k in groups}) > 1 or len({k[2] for k in groups}) > 1
+    fig = go.Figure()
+    dashes = ["solid", "dot", "dashdot", "longdash"]
+    lr_rank = {lr: i for i, lr in enumerate(sorted({k[1] for k in groups}))}
+    for (rule, lr, wd), pts in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        pts.sort()
+        ws = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        name = rule_label(rule) + (f", η₀={lr:.3g}, λ₀={wd:.3g}" if several_lr else "")
+        f = fit_by.get((rule, lr, wd))
+        if f and _finite(f.get("exponent")):
+            name += f": d^{f['exponent']:.2f}"
+        color = RULE_COLORS.get(rule, "#333")
+        fig.add_trace(go.Scatter(
+            x=ws, y=ys, mode="lines+markers", name=name, legendgroup=f"{rule}{lr}{wd}",
+            line=dict(color=color, dash=dashes[lr_rank[lr] % len(dashes)] if several_lr else "solid"),
+            customdata=[[lr, wd, p[2]] for p in pts],
+            hovertemplate="width %{x}<br>σ_top %{y:.4g}<br>η₀ %{customdata[0]:.3g}, λ₀ %{customdata[1]:.3g}"
+                          "<br>run %{customdata[2]}<extra>" + rule + "</extra>"))
+        if f and _finite(f.get("exponent")) and _finite(f.get("prefactor")):
+            xs = np.geomspace(min(ws), max(ws), 20)
+            ci = (f" [{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if _finite(f.get("ci_low")) else "")
+            fig.add_trace(go.Scatter(
+                x=xs, y=f["prefactor"] * xs ** f["exponent"], mode="lines", showlegend=False,
+                legendgroup=f"{rule}{lr}{wd}", line=dict(color=color, dash="dash", width=1),
+                hovertemplate=f"fit: σ_top ∝ d^{f['exponent']:.3f}{ci} (95% CI)<extra>{rule}</extra>"))
+    fig.update_layout(title=title, xaxis_title="width d", yaxis_title="σ_top (geometric mean over matrices)",
+                      **LAYOUT)
+    fig.update_xaxes(type="log", tickvals=sorted({r["width"] for r in records}))
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def loss_vs_param(records: list[dict], param: str = "lr", optima: dict | None = None, metric: str = "final_loss",
+                  title: str | None = None) -> go.Figure:
+    """Loss vs proxy η₀ (param='lr') or λ₀ (param='wd'), one panel per rule, one line per width.
+
+    Diverged runs are drawn as ✕ markers along the top of each panel; ``optima`` (``analysis.lr_optima`` with the
+    same ``param``) marks each width's interpolated optimum with a star."""
+    other = "wd" if param == "lr" else "lr"
+    xname = "proxy lr η₀" if param == "lr" else "proxy weight decay λ₀ (torch weight_decay)"
+    title = title or ("Loss vs learning rate, per rule" if param == "lr" else "Loss vs weight decay, per rule")
+    if not records:
+        return _empty(title, "no runs to show")
+    rules = sorted({r["rule"] for r in records}, key=lambda r: list(RULE_COLORS).index(r) if r in RULE_COLORS else 9)
+    fixed = sorted({r[other] for r in records})
+    colors = width_colors([r["width"] for r in records])
+    fig = make_subplots(rows=1, cols=len(rules), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[rule_label(r) for r in rules])
+    finite = [r[metric] for r in records if not r.get("diverged") and _finite(r.get(metric))]
+    y_top = (max(finite) * 1.05) if finite else 1.0
+    shown = set()
+    dashes = ["solid", "dot", "dash", "dashdot"]
+    for col, rule in enumerate(rules, start=1):
+        for k, fv in enumerate(fixed):
+            by_w = defaultdict(list)
+            for r in records:
+                if r["rule"] == rule and r[other] == fv:
+                    by_w[r["width"]].append(r)
+            for w, rs in sorted(by_w.items()):
+                rs.sort(key=lambda r: r[param])
+                ok = [r for r in rs if not r.get("diverged") and _finite(r.get(metric))]
+                bad = [r for r in rs if r.get("diverged") or not _finite(r.get(metric))]
+                lname = f"d={w}" + (f", {other}₀={fv:.3g}" if len(fixed) > 1 else "")
+                leg = lname not in shown
+                shown.add(lname)
+                fig.add_trace(go.Scatter(
+                    x=[r[param] for r in ok], y=[r[metric] for r in ok], mode="lines+markers", name=lname,
+                    legendgroup=lname, showlegend=leg, line=dict(color=colors[w], dash=dashes[k % len(dashes)]),
+                    customdata=[[r["matrix_lr"], r["matrix_wd"], r["run_id"]] for r in ok],
+                    hovertemplate=f"d={w}<br>{param}₀ %{{x:.3g}}<br>loss %{{y:.4g}}<br>matrix η %{{customdata[0]:.3g}}, "
+                                  f"λ %{{customdata[1]:.3g}}<br>run %{{customdata[2]}}<extra>{rule}</extra>"),
+                    row=1, col=col)
+                if bad:
+                    fig.add_trace(go.Scatter(
+                        x=[r[param] for r in bad], y=[y_top] * len(bad), mode="markers", name="diverged",
+                        legendgroup="diverged", showlegend="diverged" not in shown,
+                        marker=dict(symbol="x", size=10, color=colors[w], line=dict(width=1)),
+                        customdata=[[r.get("diverged_step"), r["run_id"]] for r in bad],
+                        hovertemplate=f"d={w}<br>{param}₀ %{{x:.3g}}<br>diverged at step %{{customdata[0]}}"
+                                      f"<br>run %{{customdata[1]}}<extra>{rule}</extra>"),
+                        row=1, col=col)
+                    shown.add("diverged")
+                opt = ((optima or {}).get((rule, fv)) or {}).get(w)
+                if opt and _finite(opt.get("x_opt")) and _finite(opt.get("loss_opt")):
+                    fig.add_trace(go.Scatter(
+                        x=[opt["x_opt"]], y=[opt["loss_opt"]], mode="markers", name="optimum",
+                        legendgroup="optimum", showlegend="optimum" not in shown,
+                        marker=dict(symbol="star", size=14, color=colors[w], line=dict(color="black", width=1)),
+                        hovertemplate=f"d={w}: optimum {param}₀ %{{x:.3g}} ({opt.get('method')})<br>"
+                                      f"loss %{{y:.4g}}<extra>{rule}</extra>"),
+                        row=1, col=col)
+                    shown.add("optimum")
+        fig.update_xaxes(type="log", title_text=xname, row=1, col=col)
+    ylabel = "final validation loss" if metric == "final_loss" else metric
+    fig.update_yaxes(title_text=ylabel, row=1, col=1)
+    fig.update_layout(title=title, **LAYOUT)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectra
+# ---------------------------------------------------------------------------------------------
+def spectra_plot(curves: list[dict], title: str = "Singular-value spectrum", x_title: str = "rank i",
+                 y_title: str = "σ_i", log_x: bool = False, log_y: bool = True) -> go.Figure:
+    """Generic spectrum plot; each curve is dict(name, x, y, width=None, color=None, dash=None)."""
+    if not curves:
+        return _empty(title, "no spectra stored for this selection")
+    colors = width_colors([c["width"] for c in curves if c.get("width")] or [1])
+    fig = go.Figure()
+    for c in curves:
+        color = c.get("color") or colors.get(c.get("width"), None)
+        fig.add_trace(go.Scatter(x=np.asarray(c["x"]), y=np.asarray(c["y"]), mode="lines", name=c["name"],
+                                 line=dict(color=color, dash=c.get("dash", "solid")),
+                                 hovertemplate=f"{x_title} %{{x:.4g}}<br>{y_title} %{{y:.4g}}<extra>{c['name']}</extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, **LAYOUT)
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def spectrum_steps(steps, sv: np.ndarray, upto: int | None = None, title: str = "Spectrum settling over training",
+                   name: str = "") -> go.Figure:
+    """Spectra of one matrix at each snapshot (light = early, dark = late); ``upto`` highlights that snapshot."""
+    sv = np.asarray(sv)
+    steps = list(np.asarray(steps).tolist())
+    if sv.size == 0:
+        return _empty(title, "no spectra")
+    upto = len(steps) - 1 if upto is None else int(upto)
+    cols = sample_colorscale("Blues", [0.2 + 0.8 * i / max(1, len(steps) - 1) for i in range(len(steps))])
+    fig = go.Figure()
+    rank = np.arange(1, sv.shape[1] + 1)
+    for i, s in enumerate(steps[:upto + 1]):
+        last = i == upto
+        fig.add_trace(go.Scatter(x=rank, y=sv[i], mode="lines", name=f"step {s}", showlegend=last or i == 0,
+                                 line=dict(color="black" if last else cols[i], width=3 if last else 1),
+                                 opacity=1.0 if last else 0.6,
+                                 hovertemplate=f"step {s}<br>rank %{{x}}<br>σ %{{y:.4g}}<extra>{name}</extra>"))
+    fig.update_layout(title=title, xaxis_title="rank i", yaxis_title="σ_i", **LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def top_sv_over_training(series: list[dict], title: str = "σ_top and ‖W‖_F over training") -> go.Figure:
+    """Per run: measured σ_top (solid) and ‖W‖_F (dotted) vs step, predicted equilibrium ‖W‖_F (dashed, flat)
+    and a vertical mark at τ = 1/(ηλ).  Each series: dict(name, steps, top_sv, fro, fro_pred, tau, width)."""
+    if not series:
+        return _empty(title, "no spectra stored for this selection")
+    colors = width_colors([s.get("width", 1) for s in series])
+    fig = go.Figure()
+    xmax = max(max(s["steps"]) for s in series if len(s["steps"]))
+    for s in series:
+        c = colors[s.get("width", 1)]
+        fig.add_trace(go.Scatter(x=s["steps"], y=s["top_sv"], mode="lines+markers", name=f"{s['name']}: σ_top",
+                                 line=dict(color=c), legendgroup=s["name"],
+                                 hovertemplate="step %{x}<br>σ_top %{y:.4g}<extra>" + s["name"] + "</extra>"))
+        if s.get("fro") is not None:
+            fig.add_trace(go.Scatter(x=s["steps"], y=s["fro"], mode="lines", name=f"{s['name']}: ‖W‖_F",
+                                     line=dict(color=c, dash="dot"), legendgroup=s["name"],
+                                     hovertemplate="step %{x}<br>‖W‖_F %{y:.4g}<extra>" + s["name"] + "</extra>"))
+        if _finite(s.get("fro_pred")):
+            fig.add_trace(go.Scatter(x=[0, xmax], y=[s["fro_pred"]] * 2, mode="lines", legendgroup=s["name"],
+                                     name=f"{s['name']}: √(ηN/2λ)", line=dict(color=c, dash="dash", width=1),
+                                     hovertemplate="predicted equilibrium ‖W‖_F %{y:.4g}<extra></extra>"))
+        if _finite(s.get("tau")) and s["tau"] <= xmax:
+            fig.add_vline(x=s["tau"], line=dict(color=c, dash="dashdot", width=1),
+                          annotation_text=f"τ={s['tau']:.0f}", annotation_position="top")
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="σ_top, ‖W‖_F", **LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def norm_pred_vs_measured(rows: list[dict], title: str = "Frobenius norm: measured vs steady-state prediction"):
+    """Scatter of measured ‖W‖_F vs √(ηN/(2λ)) per (run, matrix); the diagonal is agreement.
+
+    rows: dict(rule, width, param, measured, predicted, steps_over_tau, run_id)."""
+    rows = [r for r in rows if _finite(r.get("measured")) and _finite(r.get("predicted"))]
+    if not rows:
+        return _empty(title, "no runs with weight decay > 0 to compare")
+    fig = go.Figure()
+    for rule in sorted({r["rule"] for r in rows}):
+        rs = [r for r in rows if r["rule"] == rule]
+        fig.add_trace(go.Scatter(
+            x=[r["predicted"] for r in rs], y=[r["measured"] for r in rs], mode="markers", name=rule_label(rule),
+            marker=dict(color=RULE_COLORS.get(rule), size=[6 + 2 * math.log2(max(1, r["width"] / 32)) for r in rs],
+                        opacity=[1.0 if r.get("steps_over_tau", 0) >= 3 else 0.35 for r in rs]),
+            customdata=[[r["width"], r["param"], r.get("steps_over_tau", float("nan")), r["run_id"]] for r in rs],
+            hovertemplate="d=%{customdata[0]}, %{customdata[1]}<br>predicted %{x:.4g}<br>measured %{y:.4g}"
+                          "<br>steps/τ %{customdata[2]:.2g}<br>run %{customdata[3]}<extra>" + rule + "</extra>"))
+    lo = min(min(r["predicted"], r["measured"]) for r in rows) * 0.8
+    hi = max(max(r["predicted"], r["measured"]) for r in rows) * 1.25
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="measured = predicted",
+                             line=dict(color="black", dash="dash", width=1), hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="predicted √(η·N/(2λ))", yaxis_title="measured ‖W‖_F = √Σσ²",
+                      **LAYOUT)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training progress
+# ---------------------------------------------------------------------------------------------
+def loss_curves(curves: list[dict], title: str = "Training loss per member", log_y: bool = True) -> go.Figure:
+    """Live/stored loss curves; each curve dict(name, steps, loss, rule=None, width=None, diverged=False)."""
+    if not curves:
+        return _empty(title, "waiting for the first steps")
+    colors = width_colors([c.get("width") or 1 for c in curves])
+    fig = go.Figure()
+    for c in curves:
+        fig.add_trace(go.Scattergl(
+            x=c["steps"], y=c["loss"], mode="lines", name=c["name"], legendgroup=c.get("rule"),
+            line=dict(color=colors.get(c.get("width") or 1), width=1, dash="dot" if c.get("diverged") else "solid"),
+            hovertemplate="step %{x}<br>loss %{y:.4g}<extra>" + c["name"] + "</extra>"))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="training loss (batch)", **LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory and diagnostics
+# ---------------------------------------------------------------------------------------------
+def norm_theory(t, curves: list[dict], title: str = "Approach to the steady state") -> go.Figure:
+    """Predicted per-entry RMS ρ_t vs step for a few (η, λ); each curve dict(name, rho, rho_inf, tau)."""
+    fig = go.Figure()
+    for i, c in enumerate(curves):
+        color = list(RULE_COLORS.values())[i % len(RULE_COLORS)]
+        fig.add_trace(go.Scatter(x=t, y=c["rho"], mode="lines", name=c["name"], line=dict(color=color),
+                                 hovertemplate="step %{x}<br>RMS %{y:.4g}<extra>" + c["name"] + "</extra>"))
+        fig.add_hline(y=c["rho_inf"], line=dict(color=color, dash="dash", width=1))
+        if _finite(c.get("tau")) and c["tau"] <= max(t):
+            fig.add_vline(x=c["tau"], line=dict(color=color, dash="dot", width=1),
+                          annotation_text=f"τ={c['tau']:.0f}")
+    fig.update_layout(title=title, xaxis_title="step t", yaxis_title="entry RMS ρ_t", **LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def warmup_factors(t, curves: list[dict], title: str = "μP as an implicit warmup (Kosson et al. 2025)") -> go.Figure:
+    """Update-size multipliers s_t vs step; curves dict(name, s, dash=None)."""
+    fig = go.Figure()
+    for i, c in enumerate(curves):
+        fig.add_trace(go.Scatter(x=t, y=c["s"], mode="lines", name=c["name"], line=dict(dash=c.get("dash", "solid")),
+                                 hovertemplate="step %{x}<br>s_t %{y:.3g}<extra>" + c["name"] + "</extra>"))
+    fig.update_layout(title=title, xaxis_title="step t", yaxis_title="update-size multiplier s_t", **LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def sublayer_gain_plot(rows: list[dict], title: str = "Sublayer gain RMS(Wx)/RMS(x) vs width") -> go.Figure:
+    """Gain vs width per (rule, lr, wd), one panel per matrix class... kept simple: one line per (rule, param)."""
+    rows = [r for r in rows if _finite(r.get("gain"))]
+    if not rows:
+        return _empty(title, "no stored weights to measure")
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["rule"], r["param"], r["lr"], r["wd"])].append(r)
+    params = sorted({k[1] for k in groups})
+    dashes = ["solid", "dot", "dash", "dashdot", "longdash", "longdashdot"]
+    several = len({(k[2], k[3]) for k in groups}) > 1
+    fig = go.Figure()
+    for (rule, param, lr, wd), rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        by_w = defaultdict(list)
+        for r in rs:
+            by_w[r["width"]].append(r["gain"])
+        ws = sorted(by_w)
+        ys = [float(np.exp(np.mean(np.log(by_w[w])))) for w in ws]
+        name = f"{rule} {param}" + (f" η₀={lr:.3g} λ₀={wd:.3g}" if several else "")
+        fig.add_trace(go.Scatter(x=ws, y=ys, mode="lines+markers", name=name,
+                                 line=dict(color=RULE_COLORS.get(rule), dash=dashes[params.index(param) % len(dashes)]),
+                                 hovertemplate="width %{x}<br>gain %{y:.4g}<extra>" + name + "</extra>"))
+    fig.update_layout(title=title, xaxis_title="width d", yaxis_title="sublayer gain RMS(Wx)/RMS(x)", **LAYOUT)
+    fig.update_xaxes(type="log", tickvals=sorted({r["width"] for r in rows}))
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def coord_check_plot(rows: list[dict], module: str | None = None,
+                     title: str = "Coordinate check: activation RMS vs width") -> go.Figure:
+    """RMS of a module's output vs width, one panel per rule, one line per step (microsoft/mup coord check)."""
+    if module is not None:
+        rows = [r for r in rows if r["module"] == module]
+    if not rows:
+        return _empty(title, "no coordinate-check rows")
+    rules = sorted({r["rule"] for r in rows}, key=lambda r: list(RULE_COLORS).index(r) if r in RULE_COLORS else 9)
+    steps = sorted({r["step"] for r in rows})
+    cols = sample_colorscale("Plasma_r", [0.15 + 0.7 * i / max(1, len(steps) - 1) for i in range(len(steps))])
+    fig = make_subplots(rows=1, cols=len(rules), shared_yaxes=True, subplot_titles=[rule_label(r) for r in rules])
+    for ci, rule in enumerate(rules, start=1):
+        for si, s in enumerate(steps):
+            by_w = defaultdict(list)
+            for r in rows:
+                if r["rule"] == rule and r["step"] == s:
+                    by_w[r["width"]].append(r["rms"])
+            ws = sorted(by_w)
+            fig.add_trace(go.Scatter(x=ws, y=[float(np.mean(by_w[w])) for w in ws], mode="lines+markers",
+                                     name=f"step {s}", legendgroup=f"step {s}", showlegend=ci == 1,
+                                     line=dict(color=cols[si]),
+                                     hovertemplate=f"step {s}<br>width %{{x}}<br>RMS %{{y:.4g}}<extra>{rule}</extra>"),
+                          row=1, col=ci)
+        fig.update_xaxes(type="log", title_text="width d", row=1, col=ci)
+    fig.update_yaxes(type="log", title_text="output RMS" + (f" of {module}" if module else ""), row=1, col=1)
+    fig.update_layout(title=title, **LAYOUT)
+    return fig
