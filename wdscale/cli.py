@@ -164,20 +164,23 @@ def _progress_bar(configs, store):
     class Bar:
         def __init__(self):
             self.t = None
-            self.last = 0
+            self.n, self.last = {}, {}  # per chunk: the ray executor runs several at once (events carry "chunk")
 
         def __call__(self, e):
+            k = e.get("chunk")
             if e["type"] == "plan":
                 steps = configs[0].steps if configs else 0
                 self.t = tqdm(total=e["to_train"] * steps, unit="member-step", file=sys.stderr, dynamic_ncols=True,
                               desc=f"{e['to_train']} runs to train, {e['cached']} cached", disable=None)
             elif e["type"] == "start":
-                self.n, self.last = e["n_members"], 0
+                self.n[k], self.last[k] = e["n_members"], 0
                 if self.t:
                     self.t.set_postfix_str(f"width {e['width']}")
             elif e["type"] in ("step", "done", "cancelled") and self.t:
-                self.t.update((e["step"] - self.last) * self.n)
-                self.last = e["step"]
+                self.t.update((e["step"] - self.last.get(k, 0)) * self.n.get(k, 0))
+                self.last[k] = e["step"]
+            elif e["type"] == "ray" and self.t:
+                self.t.set_postfix_str(f"ray tasks: {e['done']} done, {e['running']} running, {e['queued']} queued")
 
         def close(self):
             if self.t:
