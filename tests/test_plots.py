@@ -140,3 +140,11 @@ def test_static_export_png_svg():
     out = export.export_figures(figs, ("png", "svg"))
     assert out["a.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in out["a.svg"][:400]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 17, 33])
+def test_colour_ramps_any_length(n):
+    # 0.2 + 0.8 * 6/6 is 1.0000000000000002 in floats; sample_colorscale must never see that
+    fig = plots.spectrum_steps(list(range(n)), np.ones((n, 4)))
+    assert len(fig.data) == n
+    assert len(plots.width_colors(range(1, n + 1))) == n

@@ -30,8 +30,12 @@ def width_colors(widths) -> dict:
     ws = sorted(set(widths))
     if len(ws) == 1:
         return {ws[0]: "rgb(31,119,180)"}
-    pos = [0.25 + 0.75 * i / (len(ws) - 1) for i in range(len(ws))]
-    return dict(zip(ws, sample_colorscale("Viridis_r", pos)))
+    return dict(zip(ws, sample_colorscale("Viridis_r", _ramp(len(ws), 0.25, 1.0))))
+
+
+def _ramp(n: int, lo: float, hi: float) -> list[float]:
+    """n points in [lo, hi] for sample_colorscale (clipped: it rejects 1.0000000000000002)."""
+    return [min(1.0, max(0.0, float(v))) for v in (np.linspace(lo, hi, n) if n > 1 else [hi])]
 
 
 def rule_label(rule: str) -> str:
@@ -203,7 +207,7 @@ def spectrum_steps(steps, sv: np.ndarray, upto: int | None = None, title: str = 
     if sv.size == 0:
         return _empty(title, "no spectra")
     upto = len(steps) - 1 if upto is None else int(upto)
-    cols = sample_colorscale("Blues", [0.2 + 0.8 * i / max(1, len(steps) - 1) for i in range(len(steps))])
+    cols = sample_colorscale("Blues", _ramp(len(steps), 0.2, 1.0))
     fig = go.Figure()
     rank = np.arange(1, sv.shape[1] + 1)
     for i, s in enumerate(steps[:upto + 1]):
@@ -361,7 +365,7 @@ def coord_check_plot(rows: list[dict], module: str | None = None,
         return _empty(title, "no coordinate-check rows")
     rules = sorted({r["rule"] for r in rows}, key=lambda r: list(RULE_COLORS).index(r) if r in RULE_COLORS else 9)
     steps = sorted({r["step"] for r in rows})
-    cols = sample_colorscale("Plasma_r", [0.15 + 0.7 * i / max(1, len(steps) - 1) for i in range(len(steps))])
+    cols = sample_colorscale("Plasma_r", _ramp(len(steps), 0.15, 0.85))
     fig = make_subplots(rows=1, cols=len(rules), shared_yaxes=True, subplot_titles=[rule_label(r) for r in rules])
     for ci, rule in enumerate(rules, start=1):
         for si, s in enumerate(steps):

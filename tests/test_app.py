@@ -1,0 +1,148 @@
+"""The app runs every page without exception, the demo trains in the background and draws its figures, bad
+input is a clear st.error, and the job manager queues, separates and cancels jobs."""
+import time
+
+import pytest
+
+from wdscale.jobs import JobManager, check_study, demo_configs
+from wdscale.store import RunStore
+from wdscale.sweep import expand_grid, plan
+
+PAGES = ["pages/train.py", "pages/spectra.py", "pages/transfer.py", "pages/steady_state.py",
+         "pages/diagnostics.py", "pages/runs.py"]
+DEMO_STEPS = "6"
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
+    monkeypatch.setenv("WDSCALE_DEMO_STEPS", DEMO_STEPS)
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def one_thread():
+    # Training threads share the 2 cores with the test process (and, on CI, with other jobs); with 2 intra-op
+    # threads on an oversubscribed CPU a tiny step costs seconds, with 1 it costs milliseconds.
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file("../app.py", default_timeout=60)
+
+
+def run_page(page: str | None):
+    at = app()
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for_demo(root, timeout=90.0):
+    store = RunStore(root)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if not plan(demo_configs(), store)[1]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("demo did not finish")
+
+
+def test_pages_run_on_an_empty_store(data_dir):
+    at = run_page(None)
+    assert any("weight decay" in t.value for t in at.title)
+    for page in PAGES:
+        run_page(page)
+
+
+def test_demo_trains_then_every_page_shows_it(data_dir, one_thread):
+    at = run_page(None)
+    assert not at.get("plotly_chart")  # nothing trained yet
+    at.button(key="demo_button").click().run()
+    assert not at.exception
+    wait_for_demo(data_dir)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2  # sigma_top vs width and loss vs lr
+    assert at.button(key="demo_button").disabled  # results cached in the store: nothing to retrain
+    n = len(RunStore(data_dir).records())
+    assert n == len(demo_configs())
+    for page in PAGES:
+        at = run_page(page)
+        if page == "pages/runs.py":  # table + bundle download (charts only for selected rows)
+            assert at.dataframe and len(at.dataframe[0].value) == n
+            assert any(c.value.startswith("wdscale sweep") for c in at.code)
+        elif page != "pages/train.py":
+            assert at.get("plotly_chart"), page
+    # a fresh session sees the stored demo at once, and no new runs appear
+    at = run_page(None)
+    assert len(at.get("plotly_chart")) >= 2
+    assert len(RunStore(data_dir).records()) == n
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("t_widths", "", "width list is empty"),
+    ("t_widths", "64,abc", "not an integer"),
+    ("t_base", 4096, "not sensible"),
+    ("t_lrs", "50", "out of range"),
+    ("t_wds", "1000", "out of range"),
+    ("t_widths", ",".join(str(64 * k) for k in range(1, 60)), "study too big"),
+])
+def test_train_page_bad_input_is_an_error(data_dir, field, value, needle):
+    at = run_page("pages/train.py")
+    widget = at.number_input(key=field) if field == "t_base" else at.text_input(key=field)
+    widget.set_value(value).run()
+    assert not at.exception
+    assert any(needle in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_train_page_shows_resolved_table_and_horizon_warning(data_dir):
+    at = run_page("pages/train.py")
+    at.number_input(key="t_steps").set_value(10).run()
+    assert at.dataframe  # resolved per-class table
+    df = at.dataframe[0].value
+    assert {"lr η", "decay/step η·λ", "τ = 1/(ηλ) steps", "steps/τ"} <= set(df.columns)
+    assert any("tau" in w.value for w in at.warning)  # 10 steps << 3 tau
+
+
+def tiny(widths=(32,), lrs=(1e-2,), steps=40):
+    return expand_grid("synthetic", widths, 32, ["mup"], lrs, [0.5], steps, [0], batch_size=16)
+
+
+def test_job_manager_queues_separates_and_cancels(tmp_path, one_thread):
+    mgr = JobManager(str(tmp_path / "runs"), max_concurrent=1)
+    a = mgr.submit(tiny(steps=3000), label="a")
+    b = mgr.submit(tiny(lrs=(2e-2,)), label="b")
+    t0 = time.time()
+    while mgr.snapshot(a)["status"] != "running" and time.time() - t0 < 30:
+        time.sleep(0.05)
+    assert mgr.snapshot(b)["status"] == "queued"  # one training slot
+    assert mgr.snapshot(b)["queue_position"] == 1
+    mgr.cancel(a)
+    assert mgr.wait(a, 60) and mgr.wait(b, 60)
+    sa, sb = mgr.snapshot(a), mgr.snapshot(b)
+    assert sa["status"] == "cancelled" and sb["status"] == "done"
+    assert [r["lr"] for r in sb["records"]] == [2e-2]  # b sees only its own runs
+    assert all(r["lr"] == 1e-2 for r in sa["records"])
+    assert sb["fraction"] == pytest.approx(1.0) and sb["curves"]
+
+
+def test_check_study_rejects_nonsense():
+    with pytest.raises(ValueError, match="empty"):
+        check_study("synthetic", [], 64, ["mup"], [1e-2], [0.1], 10)
+    with pytest.raises(ValueError, match="not sensible"):
+        check_study("synthetic", [64, 128], 512, ["mup"], [1e-2], [0.1], 10)
+    with pytest.raises(ValueError, match="too big"):
+        check_study("synthetic", [4096], 64, ["mup", "wd"], [1e-2] * 1, [0.1], 10 ** 6)
+    assert len(check_study("synthetic", [64, 128], 64, ["mup"], [1e-2, 2e-2], [0.1], 10)) == 4
