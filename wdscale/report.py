@@ -50,6 +50,11 @@ def _fmt(x, spec=".4g") -> str:
     return format(x, spec)
 
 
+def _drift(x) -> str:
+    """Signed octaves per doubling; fit round-off (-1e-15) prints as +0.000, not -0.000."""
+    return _fmt(0.0 if x is not None and math.isfinite(x) and abs(x) < 5e-4 else x, "+.3f")
+
+
 def _label(v: dict, param: str) -> str:
     other = "wd" if param == "lr" else "lr"
     return f"rule {v['rule']}, {other} {v[other]:g} (torch), model {v['model']}, base width {v['base_width']}, " \
@@ -72,7 +77,7 @@ def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
              "| rule | fixed | drift (oct/doubling) | max regret | verdict |", "|---|---|---|---|---|"]
     other = "wd" if param == "lr" else "lr"
     for v in verdicts:
-        lines.append(f"| {v['rule']} | {other}={v[other]:g}, {v['steps']} steps | {_fmt(v['drift'], '+.3f')} | "
+        lines.append(f"| {v['rule']} | {other}={v[other]:g}, {v['steps']} steps | {_drift(v['drift'])} | "
                      f"{_fmt(v['max_regret'])} | **{v['verdict']}** |")
     for v in verdicts:
         lines += ["", f"## {_label(v, param)}", ""]
@@ -83,7 +88,7 @@ def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
             rows.append([str(w), _fmt(o["x_opt"]), o["method"], _fmt(o["best_loss"]), _fmt(at),
                          _fmt(v["regret"][w])])
         lines += _md_table(rows)
-        lines += ["", f"drift {_fmt(v['drift'], '+.3f')} octaves per doubling (threshold {v['threshold']:g}), "
+        lines += ["", f"drift {_drift(v['drift'])} octaves per doubling (threshold {v['threshold']:g}), "
                       f"max regret {_fmt(v['max_regret'])}"
                   + (f" (threshold {rt:g})" if rt is not None else "") + f": **{v['verdict']}**"]
         if v["min_steps_over_tau"] is not None:
@@ -96,7 +101,7 @@ def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
         rows = [["rule", other, "fraction", "step"] + [f"opt @ {w}" for w in widths] + ["drift", "verdict"]]
         for h in horizons:
             rows.append([h["rule"], f"{h[other]:g}", f"{h['fraction']:g}", str(h["step"])]
-                        + [_fmt(h["opt"].get(w)) for w in widths] + [_fmt(h["drift"], "+.3f"), h["verdict"]])
+                        + [_fmt(h["opt"].get(w)) for w in widths] + [_drift(h["drift"]), h["verdict"]])
         lines += _md_table(rows)
     return "\n".join(lines)
 
