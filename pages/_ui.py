@@ -118,7 +118,7 @@ def live_curves_fig(snap: dict):
 def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
     """Progress bar, ETA, cancel button and live loss curves of this session's job in ``session_state[job_key]``.
 
-    Polls every second while the job is queued/running (a fragment, so only this part reruns); when the job
+    Polls every 2 s while the job is queued/running (a fragment, so only this part reruns); when the job
     ends it reruns the whole page once so the results below are drawn from the store."""
     jid = st.session_state.get(job_key)
     snap = manager().snapshot(jid)
@@ -141,7 +141,7 @@ def _draw_panel(snap: dict, job_key: str, show_curves: bool, live: bool) -> None
         st.plotly_chart(live_curves_fig(snap), width="stretch", config=PLOT_CONFIG, key=f"live_{job_key}")
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=2.0)
 def _live_panel(job_key: str, show_curves: bool) -> None:
     snap = manager().snapshot(st.session_state.get(job_key))
     if snap is None:

@@ -288,7 +288,8 @@ def loss_curves(curves: list[dict], title: str = "Training loss per member", log
     colors = width_colors([c.get("width") or 1 for c in curves])
     fig = go.Figure()
     for c in curves:
-        fig.add_trace(go.Scattergl(
+        # SVG, not WebGL: headless or GPU-less browsers render WebGL in software, slowly
+        fig.add_trace(go.Scatter(
             x=c["steps"], y=c["loss"], mode="lines", name=c["name"], legendgroup=c.get("rule"),
             line=dict(color=colors.get(c.get("width") or 1), width=1, dash="dot" if c.get("diverged") else "solid"),
             hovertemplate="step %{x}<br>loss %{y:.4g}<extra>" + c["name"] + "</extra>"))

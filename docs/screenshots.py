@@ -1,0 +1,124 @@
+"""Screenshots of every page of the app, taken in Debian's chromium through Playwright.
+
+    python docs/screenshots.py [--data DIR] [--demo-steps N]
+
+Starts `streamlit run app.py` on a free localhost port with its own data dir, runs the demo from the Home page
+(timing it from the click to the figures), then saves docs/screenshots/<page>.png.  Also used by
+tests/test_browser.py (``streamlit_server``, ``launch``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+PAGES = {"home": "", "train": "train", "spectra": "spectra", "transfer": "transfer", "steady_state": "steady_state",
+         "diagnostics": "diagnostics", "runs": "runs"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(data_dir: str, extra_env: dict | None = None, timeout: float = 90.0):
+    """Yield the base URL of `streamlit run app.py` serving ``data_dir``; stop it (only it) afterwards."""
+    port = free_port()
+    env = {**os.environ, "WDSCALE_DATA": str(data_dir), **(extra_env or {})}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() - t0 > timeout:
+                log.seek(0)
+                raise RuntimeError(f"streamlit did not start:\n{log.read().decode()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def run_demo(page, url: str, timeout_ms: float = 300_000) -> float:
+    """Open Home, click the demo button, wait for both demo figures; return seconds from click to figures."""
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    page.wait_for_selector('[data-testid="stApp"]')
+    button = page.get_by_role("button", name="Run the demo")
+    expect(button).to_be_visible(timeout=60_000)
+    t0 = time.time()
+    button.click()
+    expect(page.get_by_text("Loss vs learning rate, per rule").first).to_be_visible(timeout=timeout_ms)
+    expect(page.get_by_text("σ_top vs width").first).to_be_visible(timeout=60_000)
+    return time.time() - t0
+
+
+def wait_idle(page, settle: float = 1.5) -> None:
+    page.wait_for_selector('[data-testid="stApp"]')
+    with contextlib.suppress(Exception):
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+    time.sleep(settle)  # plotly draws after the script finishes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="data dir (default: a fresh temporary one)")
+    ap.add_argument("--demo-steps", default=None, help="WDSCALE_DEMO_STEPS for a quicker demo")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = args.data or tempfile.mkdtemp(prefix="wdscale-shots-")
+    env = {"WDSCALE_DEMO_STEPS": args.demo_steps} if args.demo_steps else {}
+    with streamlit_server(data, env) as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url + "/")
+        wait_idle(page)
+        if page.get_by_role("button", name="Run the demo").count():
+            secs = run_demo(page, url)
+            print(f"demo: {secs:.1f} s from click to figures")
+        for name, path in PAGES.items():
+            page.goto(f"{url}/{path}")
+            wait_idle(page, 3.0)
+            page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+            print("saved", out / f"{name}.png")
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

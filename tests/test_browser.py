@@ -1,0 +1,45 @@
+"""Real browser: `streamlit run app.py` in Debian's chromium; run the demo, see its plots, download a PNG."""
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("WDSCALE_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"WDSCALE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
+    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+
+spec = importlib.util.spec_from_file_location("wdscale_screenshots", ROOT / "docs" / "screenshots.py")
+shots = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shots)
+
+
+def test_demo_spectra_and_png_download(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    # 4 steps keep the test short; 1 torch thread because the test shares 2 cores with the browser and server
+    env = {"WDSCALE_DEMO_STEPS": "4", "OMP_NUM_THREADS": "1"}
+    with shots.streamlit_server(tmp_path / "runs", env) as url, sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        shots.run_demo(page, url, timeout_ms=150_000)
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2
+
+        # PNG of the first figure, rendered by kaleido on click
+        with page.expect_download(timeout=120_000) as dl:
+            page.get_by_role("button", name="PNG").first.click()
+        png = Path(dl.value.path()).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+        page.goto(url + "/spectra")
+        expect(page.get_by_text("Final spectrum of").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Shape: σ/σ_top vs rank/d").first).to_be_visible()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        browser.close()
