@@ -31,10 +31,11 @@ WD_RANGE = (0.0, 100.0)
 # ---------------------------------------------------------------------------------------------
 # The demo study
 # ---------------------------------------------------------------------------------------------
-# lr grid brackets the synthetic core's optimum at lam0 = 1; the top lrs reach several tau = 1/(eta lam) even at
-# d = 256 under mu-P, where the sigma_top-vs-width difference between the rules shows.
+# The lr grid brackets the synthetic core's optimum at lam0 = 1 (~0.004); the top lr reaches 2.4 tau = 1/(eta lam)
+# at d = 256 under mu-P (4.8 under wd), where the sigma_top-vs-width difference between the rules shows.  300 steps
+# keep it near 30 CPU-seconds on one core (the whole demo must finish in < 60 s on a 2-core CPU).
 DEMO = dict(model="synthetic", widths=(64, 128, 256), base_width=64, rules=("mup", "wd"),
-            lrs=(0.002, 0.004, 0.008, 0.016, 0.032), wds=(1.0,), steps=500, seeds=(0,))
+            lrs=(0.002, 0.004, 0.008, 0.016, 0.032), wds=(1.0,), steps=300, seeds=(0,))
 
 
 def demo_configs(steps: int | None = None) -> list[RunConfig]:
@@ -187,14 +188,26 @@ class Job:
             }
 
 
+def default_threads() -> int:
+    """Torch threads for app training: ``$WDSCALE_TORCH_THREADS``, else all cores but one.
+
+    The server and the user's browser run on the same machine while it trains; on 2 cores, two busy-waiting
+    intra-op threads competing with them ran ~20x slower per step than one thread (measured on a loaded box)."""
+    env = os.environ.get("WDSCALE_TORCH_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 class JobManager:
     """Runs jobs in daemon threads; a global semaphore lets ``max_concurrent`` of them train at a time.
 
     With env ``WDSCALE_RAY_ADDRESS`` set, chunks go to that Ray cluster (``run_sweep(executor="ray")``)."""
 
     def __init__(self, store_root: str, max_concurrent: int = 1, device: str = "cpu",
-                 ray_address: str | None = None):
+                 ray_address: str | None = None, threads: int | None = None):
         self.store_root = str(store_root)
+        self.threads = threads if threads is not None else default_threads()
         self.device = device
         self.ray_address = ray_address if ray_address is not None else os.environ.get("WDSCALE_RAY_ADDRESS")
         self._sem = threading.Semaphore(max_concurrent)
@@ -233,6 +246,10 @@ class JobManager:
                 job.status, job.started = "running", time.time()
                 job.records = []  # run_sweep reports cached records again, in order
             try:
+                if self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
                 kw = dict(executor="ray", address=self.ray_address) if self.ray_address else {}
                 run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
                           on_record=job.on_record, **kw)
