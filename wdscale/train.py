@@ -248,7 +248,9 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     results = []
     for i, (c, r) in enumerate(zip(configs, resolved)):
         w = model.member_state(i)
-        top_sv = {n: float(torch.linalg.svdvals(t)[0]) for n, t in w.items() if t.ndim == 2}
+        # The last snapshot is of the final weights (taken at done == steps, or on cancel): reuse it rather
+        # than paying one more SVD per member and matrix.
+        top_sv = {n: float(spectra[n][-1][i, 0]) for n in model.matrices()}
         div = diverged_step[i] is not None
         results.append({
             "config": c, "run_id": c.run_id, "status": "partial" if partial else "done", "steps_done": done,
