@@ -99,7 +99,11 @@ def _progress_actor(ray):
         def cancel(self) -> None:
             self.cancelled = True
 
-    return Progress.remote()
+    # On the driver's node when it can be: progress should not die with some worker node.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    return Progress.options(scheduling_strategy=here).remote()
 
 
 def _maybe_die(marker: str) -> None:
@@ -132,8 +136,11 @@ def train_chunk(chunk, opts, index: int, progress, fault_marker: str | None, thr
         now = time.monotonic()
         if e["type"] not in ("step", "spectra") or now - last[0] > PUSH_EVERY:
             # a blocking push: it also brings back the cancel flag and keeps the mailbox small
-            if ray.get(progress.push.remote(list(buf))):
-                stop.set()
+            try:
+                if ray.get(progress.push.remote(list(buf))):
+                    stop.set()
+            except ray.exceptions.RayActorError:
+                pass  # progress is best-effort; the results still come back
             buf.clear()
             last[0] = now
 
@@ -190,6 +197,12 @@ def run_chunks_ray(chunks: list, opts, emit: Callable[[dict], None], cancel: thr
     counts = None
     cancel_at = None
 
+    def drain():
+        try:
+            return ray.get(progress.drain.remote())
+        except ray.exceptions.RayActorError:
+            return []  # progress is best-effort; the results still come back
+
     def forward(events):
         for e in events:
             k, typ = e["chunk"], e["type"]
@@ -217,7 +230,7 @@ def run_chunks_ray(chunks: list, opts, emit: Callable[[dict], None], cancel: thr
         report()
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
-            forward(ray.get(progress.drain.remote()))
+            forward(drain())
             for ref in ready:
                 k = refs[ref]
                 finished.add(k)
@@ -225,7 +238,7 @@ def run_chunks_ray(chunks: list, opts, emit: Callable[[dict], None], cancel: thr
                     results = ray.get(ref)
                 except TaskCancelledError:
                     continue
-                forward(ray.get(progress.drain.remote()))  # its last events before its records
+                forward(drain())  # its last events before its records
                 report()
                 # a task cancelled before its first step trained nothing: nothing to store
                 out = [r for r in results if r["steps_done"] > 0]
@@ -234,7 +247,7 @@ def run_chunks_ray(chunks: list, opts, emit: Callable[[dict], None], cancel: thr
             report()
             if cancel is not None and cancel.is_set() and cancel_at is None:
                 cancel_at = time.monotonic()
-                ray.get(progress.cancel.remote())  # running tasks stop at their next push, partial results
+                progress.cancel.remote()  # running tasks stop at their next push and return partial results
                 for ref in pending:
                     if refs[ref] not in started:
                         ray.cancel(ref)  # queued: never start
