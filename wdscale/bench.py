@@ -176,6 +176,14 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
     configs, source = demo_configs(3 if tiny else None)
     if tiny:  # plumbing check only: the smallest width, two runs
         configs = [c for c in configs if c.width == min(c.width for c in configs)][:2]
+    threads = torch.get_num_threads()
+    try:  # the app trains with its own thread count (all cores but one): time the demo the way it runs there
+        from .jobs import default_threads
+
+        torch.set_num_threads(default_threads())
+    except ImportError:
+        pass
+    demo_threads = torch.get_num_threads()
     t0 = time.perf_counter()
     step_s = {}
     groups = defaultdict(list)
@@ -192,7 +200,8 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
         steps = group[0].steps
         n_snap = len({0, steps} | set(range(max(1, steps // 16), steps + 1, max(1, steps // 16))))
         shares[width] = 100 * n_snap * snapshot_seconds(model) / (steps * t_step)
-    return {"demo_seconds": wall, "demo_source": source, "demo_runs": len(configs),
+    torch.set_num_threads(threads)
+    return {"demo_seconds": wall, "demo_source": source, "demo_runs": len(configs), "demo_threads": demo_threads,
             "demo_steps": configs[0].steps, "spectra_overhead_pct": max(shares.values()),
             "spectra_overhead_pct_by_width": shares}
 
