@@ -13,16 +13,16 @@ if str(ROOT) not in sys.path:  # pages import pages._ui; AppTest does not add th
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="wdscale: weight decay vs width", page_icon="📐", layout="wide")
+st.set_page_config(page_title="wdscale: weight decay vs width", page_icon=":material/straighten:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/spectra.py", title="Spectra", icon="📈"),
-    st.Page("pages/transfer.py", title="Transfer", icon="🎯"),
-    st.Page("pages/steady_state.py", title="Steady state", icon="⚖️"),
-    st.Page("pages/diagnostics.py", title="Diagnostics", icon="🩺"),
-    st.Page("pages/runs.py", title="Runs & export", icon="🗂️"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
+    st.Page("pages/transfer.py", title="Transfer", icon=":material/target:"),
+    st.Page("pages/steady_state.py", title="Steady state", icon=":material/balance:"),
+    st.Page("pages/diagnostics.py", title="Diagnostics", icon=":material/troubleshoot:"),
+    st.Page("pages/runs.py", title="Runs & export", icon=":material/folder_open:"),
 ]
 
 st.navigation(PAGES).run()

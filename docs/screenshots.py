@@ -85,9 +85,11 @@ def run_demo(page, url: str, timeout_ms: float = 300_000) -> float:
 
 
 def wait_idle(page, settle: float = 1.5) -> None:
+    """Wait for the page's title, then for its script run to end (the first run imports torch: slow)."""
     page.wait_for_selector('[data-testid="stApp"]')
+    page.wait_for_selector("h1", timeout=120_000)
     with contextlib.suppress(Exception):
-        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+        page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=120_000)
     time.sleep(settle)  # plotly draws after the script finishes
 
 
@@ -99,16 +101,21 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    sys.path.insert(0, str(ROOT))
+    from wdscale.jobs import demo_configs
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = args.data or tempfile.mkdtemp(prefix="wdscale-shots-")
     env = {"WDSCALE_DEMO_STEPS": args.demo_steps} if args.demo_steps else {}
     with streamlit_server(data, env) as url, sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        # tall viewport: Streamlit scrolls inside its own container, so full_page alone captures one screen
+        page = browser.new_page(viewport={"width": 1440, "height": 2400})
         page.goto(url + "/")
         wait_idle(page)
         if page.get_by_role("button", name="Run the demo").count():
+            print(f"demo: {len(demo_configs())} runs, {demo_configs()[0].steps} steps")
             secs = run_demo(page, url)
             print(f"demo: {secs:.1f} s from click to figures")
         for name, path in PAGES.items():

@@ -78,9 +78,9 @@ def show(fig, name: str, key: str | None = None) -> None:
     """Draw a figure with download buttons under it (bytes made on click, then cached)."""
     st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"chart_{key or name}")
     fj = fig.to_json()
-    cols = st.columns([1, 1, 1, 1, 4])
-    for col, fmt in zip(cols, ("png", "svg", "html", "csv")):
-        col.download_button(fmt.upper(), data=_lazy(fj, fmt), file_name=f"{export.slug(name)}.{fmt}",
+    row = st.container(horizontal=True, gap="small")
+    for fmt in ("png", "svg", "html", "csv"):
+        row.download_button(fmt.upper(), data=_lazy(fj, fmt), file_name=f"{export.slug(name)}.{fmt}",
                             mime=export.FORMATS[fmt], on_click="ignore", key=f"dl_{fmt}_{key or name}",
                             help=f"download this figure as {fmt.upper()}" if fmt != "csv" else "the plotted data")
 

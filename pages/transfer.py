@@ -46,14 +46,14 @@ def show_verdict(recs: list[dict], param: str) -> None:
         st.caption("verdict needs ≥ 2 widths and ≥ 3 grid values per width")
         return
     st.markdown(f"**Transfer verdict ({'η' if param == 'lr' else 'λ'})**")
-    icons = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "❔"}
+    colors = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "orange"}
     table = []
     for v in rows:
         other = "wd" if param == "lr" else "lr"
         drift = v["drift"]
         drift_s = f"{drift:+.2f}" if math.isfinite(drift) else "n/a"
         reg = v["max_regret"]
-        st.write(f"{icons.get(v['verdict'], '')} **{v['rule']}** ({other}₀ = {v[other]:g}): {v['verdict']}: optimum "
+        st.write(f":{colors.get(v['verdict'], 'gray')}[**{v['verdict']}**] **{v['rule']}** ({other}₀ = {v[other]:g}): optimum "
                  f"drifts {drift_s} octaves per width doubling (threshold ±{v['threshold']:g}); max regret at "
                  f"the proxy's optimum {reg:.3g}" + (f". {'; '.join(v['notes'])}" if v["notes"] else ""))
         row = {"rule": v["rule"], f"{other}₀": v[other], "verdict": v["verdict"], "drift": drift,
