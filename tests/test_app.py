@@ -146,3 +146,26 @@ def test_check_study_rejects_nonsense():
     with pytest.raises(ValueError, match="too big"):
         check_study("synthetic", [4096], 64, ["mup", "wd"], [1e-2] * 1, [0.1], 10 ** 6)
     assert len(check_study("synthetic", [64, 128], 64, ["mup"], [1e-2, 2e-2], [0.1], 10)) == 4
+
+
+def test_jobs_use_ray_when_the_address_is_set(tmp_path, monkeypatch):
+    import wdscale.jobs as jobs
+
+    seen = {}
+
+    def fake_run_sweep(configs, store, opts, on_event=None, cancel=None, on_record=None, **kw):
+        seen.update(kw)
+        return []
+
+    monkeypatch.setattr(jobs, "run_sweep", fake_run_sweep)
+    monkeypatch.setenv("WDSCALE_RAY_ADDRESS", "10.0.0.1:6379")
+    mgr = JobManager(str(tmp_path / "runs"), threads=0)
+    jid = mgr.submit(tiny())
+    assert mgr.wait(jid, 30)
+    assert seen == {"executor": "ray", "address": "10.0.0.1:6379"}
+    monkeypatch.delenv("WDSCALE_RAY_ADDRESS")
+    seen.clear()
+    local = JobManager(str(tmp_path / "runs"), threads=0)
+    jid = local.submit(tiny())
+    assert local.wait(jid, 30) and local.snapshot(jid)["status"] == "done"
+    assert seen == {}  # local executor: run_sweep's defaults
