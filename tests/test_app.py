@@ -123,10 +123,11 @@ def tiny(widths=(32,), lrs=(1e-2,), steps=40):
 def test_job_manager_queues_separates_and_cancels(tmp_path, one_thread):
     mgr = JobManager(str(tmp_path / "runs"), max_concurrent=1)
     a = mgr.submit(tiny(steps=3000), label="a")
-    b = mgr.submit(tiny(lrs=(2e-2,)), label="b")
     t0 = time.time()
     while mgr.snapshot(a)["status"] != "running" and time.time() - t0 < 30:
         time.sleep(0.05)
+    b = mgr.submit(tiny(lrs=(2e-2,)), label="b")  # a holds the slot, so b waits
+    time.sleep(0.3)
     assert mgr.snapshot(b)["status"] == "queued"  # one training slot
     assert mgr.snapshot(b)["queue_position"] == 1
     mgr.cancel(a)
