@@ -10,7 +10,6 @@ both end up in the shared store (which is what makes revisits instant).
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import threading
 import time
@@ -214,7 +213,6 @@ class JobManager:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._order = itertools.count()
 
     def submit(self, configs: list[RunConfig], label: str = "", opts: TrainOptions | None = None) -> str:
         """Start (or queue) a job; returns its id.  Raises ValueError on configs that cannot run."""
