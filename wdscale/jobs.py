@@ -128,9 +128,10 @@ class Job:
         self.chunk = (0, 0)
         self.curves: dict[str, list] = {}  # run_id -> [[step, loss], ...] of the live chunk and earlier ones
         self.diverged: set[str] = set()
-        self._run_ids: list[str] = []
-        self._chunk_base = 0
-        self._n = 0
+        # Per-chunk progress: under Ray several chunks train at once and their events interleave (tagged
+        # with "chunk"); in-process, events belong to the chunk started last.
+        self._chunks: dict = {}  # key -> {"run_ids", "n", "step"}
+        self._current = None
         self._t_train: float | None = None
         self.info = {c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd, "seed": c.seed}
                      for c in configs}
@@ -146,21 +147,25 @@ class Job:
             elif t == "chunk":
                 self.chunk = (e["index"] + 1, e["of"])
             elif t == "start":
-                self.width, self._run_ids, self._n = e["width"], e["run_ids"], e["n_members"]
-                self.steps, self.step = e["steps"], 0
-                self._chunk_base = self.done_member_steps
-                for rid in self._run_ids:
+                key = e.get("chunk", ("local", len(self._chunks)))
+                self._current = key
+                self._chunks[key] = {"run_ids": e["run_ids"], "n": e["n_members"], "step": 0}
+                self.width, self.steps, self.step = e["width"], e["steps"], 0
+                for rid in e["run_ids"]:
                     self.curves.setdefault(rid, [])
-            elif t == "step":
+            elif t in ("step", "done", "cancelled"):
+                ch = self._chunks.get(e.get("chunk", self._current))
+                if ch is None:
+                    return
+                ch["step"] = max(ch["step"], e["step"])
                 self.step = e["step"]
-                self.done_member_steps = self._chunk_base + e["step"] * self._n
-                for rid, loss, alive in zip(self._run_ids, e["loss"], e["alive"]):
-                    if alive:
-                        self.curves[rid].append([e["step"], loss])
-                    else:
-                        self.diverged.add(rid)
-            elif t in ("done", "cancelled"):
-                self.done_member_steps = self._chunk_base + e["step"] * self._n
+                self.done_member_steps = sum(c["n"] * c["step"] for c in self._chunks.values())
+                if t == "step":
+                    for rid, loss, alive in zip(ch["run_ids"], e["loss"], e["alive"]):
+                        if alive:
+                            self.curves[rid].append([e["step"], loss])
+                        else:
+                            self.diverged.add(rid)
 
     def on_record(self, rec: dict) -> None:
         with self.lock:
