@@ -155,7 +155,8 @@ def val_loss(model, data) -> torch.Tensor:
 @dataclass
 class TrainOptions:
     device: str = "cpu"
-    spectra_every: int | None = None  # None: 16 snapshots per run
+    spectra_every: int | None = None  # None: 16 snapshots per run, thinned to keep spectra <= spectra_budget
+    spectra_budget: float = 0.04  # share of training time the default cadence may spend on SVDs
     n_evals: int = 8
     blowup: float = 4.0  # a member whose loss exceeds blowup * its initial loss is diverged
     amp: bool = False  # bf16 autocast (CUDA)
@@ -205,8 +206,11 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
 
     emit({"type": "start", "width": c0.width, "n_members": E, "steps": steps,
           "run_ids": [c.run_id for c in configs]})
+    t_snap = time.perf_counter()
     snapshot(0)
+    t_snap = time.perf_counter() - t_snap
     t0 = time.perf_counter()
+    calibrate_at = min(steps, 5)  # after a few steps, thin the default cadence if SVDs would cost too much
     done = 0
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts.amp)
     for step in range(steps):
@@ -232,6 +236,9 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
         done = step + 1
         if done in evals:
             eval_hist[done] = val_loss(model, data).float().cpu().tolist()
+        if done == calibrate_at and not opts.spectra_every and opts.spectra_budget > 0:
+            step_time = (time.perf_counter() - t0) / done
+            spectra_every = max(spectra_every, math.ceil(t_snap / (opts.spectra_budget * step_time)))
         if done % spectra_every == 0 or done == steps:
             snapshot(done)
         if done % event_every == 0 or done == steps:
