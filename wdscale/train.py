@@ -210,7 +210,7 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     snapshot(0)
     t_snap = time.perf_counter() - t_snap
     t0 = time.perf_counter()
-    calibrate_at = min(steps, 5)  # after a few steps, thin the default cadence if SVDs would cost too much
+    calibrate_at = min(steps, 5, spectra_every)  # before the first periodic snapshot, thin the default cadence if SVDs would cost too much
     done = 0
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts.amp)
     for step in range(steps):
