@@ -58,7 +58,7 @@ def test_ensemble_equals_alone():
 def test_diverging_member_is_frozen_and_others_unaffected():
     bad = cfg(rule="sp", lr=50.0, wd=0.0, seed=9)
     cs = members()[:2] + [bad]
-    res = train_ensemble(cs)
+    res = train_ensemble(cs, TrainOptions(spectra_every=5))
     assert res[2]["diverged"] and res[2]["diverged_step"] is not None
     assert res[2]["final_loss"] != res[2]["final_loss"]  # NaN: no loss is reported for a diverged run
     assert not res[0]["diverged"] and not res[1]["diverged"]
