@@ -11,3 +11,12 @@ def store(tmp_path):
     from wdscale.store import RunStore
 
     return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,13 +7,7 @@ from wdscale.sweep import expand_grid, run_sweep
 from wdscale.train import TrainOptions
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows_by(rows, **kw):

@@ -13,13 +13,7 @@ TINY = dict(model="transformer", width=32, base_width=32, rule="mup", lr=1e-2, w
             head_dim=16, batch_size=4, depth=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(**kw):

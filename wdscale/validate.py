@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import _clean
+
 from . import analysis
 
 # Steady state: with lam0 = 6 and these lrs, the slowest matrix (mup, smallest lr, largest width) has
@@ -393,13 +395,4 @@ def run(args) -> int:
     return 0
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+_jsonable = _clean  # NaN/inf -> None, numpy scalars -> float: one implementation, in the store
