@@ -116,8 +116,10 @@ def test_schedules():
     assert lr_factor(co, 0) == pytest.approx(1.0) and lr_factor(co, 100) == pytest.approx(0.1)
 
 
-def test_default_spectra_cadence_thins_to_its_time_budget():
-    full = train_ensemble([cfg(steps=32)], TrainOptions(spectra_budget=0))  # no budget: steps/16 cadence
-    assert full[0]["spectra"]["steps"] == list(range(0, 33, 2))
-    thin = train_ensemble([cfg(steps=32)], TrainOptions(spectra_budget=1e-9))  # SVDs "too dear": ends only
-    assert thin[0]["spectra"]["steps"] == [0, 32]
+def test_default_spectra_cadence():
+    from wdscale.train import MIN_SPECTRA_GAP
+
+    long = train_ensemble([cfg(steps=4 * MIN_SPECTRA_GAP, width=32)])
+    assert long[0]["spectra"]["steps"] == list(range(0, 4 * MIN_SPECTRA_GAP + 1, MIN_SPECTRA_GAP))
+    short = train_ensemble([cfg(steps=32)])  # shorter than the gap: first and last only
+    assert short[0]["spectra"]["steps"] == [0, 32]

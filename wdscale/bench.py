@@ -9,7 +9,7 @@ what is measured is what a sweep or the app pays:
 * ``ensemble_speedup_d{64,128,256}``  synthetic core: per-member step time of 8 members trained one at a time
   divided by that of the same 8 trained as one ensemble; ``ensemble_max_abs_diff`` is the largest difference
   between the final weights of the two ways (they must agree: nothing mixes across members);
-* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/16, thinned to a 4% budget) as a share of the
+* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/16, at least MIN_SPECTRA_GAP apart) as a share of the
   training step time, for the demo sweep;
 * ``demo_seconds``  wall time of the app's default demo sweep (``wdscale.jobs.DEMO`` when it exists).
 
@@ -192,7 +192,7 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
     for group in groups.values():
         clock = StepClock(dev)
         res = train_ensemble(group, TrainOptions(device=str(dev), callbacks=[clock]))
-        # the snapshots the default cadence actually took (it thins itself when SVDs are dear)
+        # the snapshots the default cadence actually took
         step_s[group[0].width] = (group, clock.median_step(), len(res[0]["spectra"]["steps"]))
     wall = time.perf_counter() - t0
     shares = {}
