@@ -20,18 +20,6 @@ def data_dir(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
-@pytest.fixture
-def one_thread():
-    # Training threads share the 2 cores with the test process (and, on CI, with other jobs); with 2 intra-op
-    # threads on an oversubscribed CPU a tiny step costs seconds, with 1 it costs milliseconds.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def app():
     from streamlit.testing.v1 import AppTest
 
