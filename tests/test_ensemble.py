@@ -108,12 +108,22 @@ def test_top_sv_are_true_singular_values_of_weights():
 
 
 def test_schedules():
-    c = cfg(schedule="exp_warmup", warmup=0.5, steps=100, width=128, base_width=32)
+    c = cfg(schedule="exp_warmup", rule="sp", warmup=0.5, steps=100, width=128, base_width=32)
     assert lr_factor(c, 0) == pytest.approx(0.25) and lr_factor(c, 50) == 1.0 and lr_factor(c, 99) == 1.0
     w = cfg(schedule="warmup", warmup=0.1, steps=100)
     assert lr_factor(w, 0) == pytest.approx(0.1) and lr_factor(w, 50) == 1.0
     co = cfg(schedule="cosine", warmup=0.0, steps=100)
     assert lr_factor(co, 0) == pytest.approx(1.0) and lr_factor(co, 100) == pytest.approx(0.1)
+
+
+def test_exp_warmup_refused_with_a_rule_that_scales_the_lr():
+    # exp_warmup rises from 1/m to 1: on top of mu-P's eta0/m the width factor would apply twice
+    for rule, kw in (("mup", {}), ("wd", {}), ("indep", {}), ("custom", {"a": 0.5})):
+        with pytest.raises(ValueError, match="exp_warmup.*applies twice") as e:
+            cfg(schedule="exp_warmup", rule=rule, warmup=0.5, **kw)
+        assert "\n" not in str(e.value)
+    cfg(schedule="exp_warmup", rule="sp", warmup=0.5)  # the intended use
+    cfg(schedule="exp_warmup", rule="custom", a=0.0, b=0.5, warmup=0.5)  # no lr scaling in the rule: allowed
 
 
 def test_default_spectra_cadence():

@@ -64,7 +64,7 @@ def test_shapes_params_and_mup_scales():
     m.init_member(0, 0, cfg(width=64, base_width=16, rule="sp").resolved())
     m.init_member(1, 0, c.resolved())
     assert m.n_heads == 4 and m.hidden % 8 == 0 and m.hidden >= 8 * 64 / 3
-    assert m.attn_scale.tolist() == pytest.approx([1 / 4, 1 / 16])  # SP 1/sqrt(hd), mu-P 1/hd
+    assert m.attn_scale.tolist() == pytest.approx([1 / 4, 1 / 4])  # 1/sqrt(hd) for every rule: hd is fixed
     assert m.readout_mult.tolist() == pytest.approx([1.0, 0.25])
     assert m.param_class["emb"] == "embedding" and m.param_class["readout"] == "readout"
     assert m.param_class["l1_wq"] == "matrix" and m.param_class["l0_norm1"] == "vector"
@@ -77,6 +77,42 @@ def test_shapes_params_and_mup_scales():
     assert loss.shape == (2,)
     # mu-P logits start 1/m smaller: near the uniform-byte loss ln 256
     assert float(loss[1].detach()) == pytest.approx(math.log(256), abs=0.15)
+
+
+def test_sp_and_mup_are_the_same_model_at_the_base_width():
+    # m = 1: same init (same seed), readout multiplier 1, and one attention scale for every rule
+    m = Transformer(3, 32, depth=2, head_dim=16, seq_len=16)
+    for i, rule in enumerate(("sp", "mup", "wd")):
+        m.init_member(i, 7, cfg(rule=rule, width=32, base_width=32).resolved())
+    batch = torch.randint(0, 256, (3, 17), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, loss = m(batch[:, :-1]), m.loss(batch)
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    assert loss[0] == loss[1] == loss[2]
+    # and at m > 1 they do differ (readout multiplier 1/m under mu-P only)
+    m2 = Transformer(2, 64, depth=1, head_dim=16, seq_len=16)
+    for i, rule in enumerate(("sp", "mup")):
+        m2.init_member(i, 7, cfg(rule=rule, width=64, base_width=32).resolved())
+    assert m2.attn_scale.tolist() == [0.25, 0.25]
+    with torch.no_grad():
+        z = m2(batch[:, :-1])
+    assert torch.allclose(z[1], z[0] / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_readout_init_is_sp_at_every_width_with_a_1_over_m_multiplier():
+    """What rules.py documents: readout N(0, 1/d) at the member's own width (not MuReadout's base-width variance),
+    times 1/m in the forward, so the initial logits shrink like 1/m (MuReadout: 1/sqrt(m))."""
+    rms = {}
+    for d in (32, 128):
+        m = Transformer(1, d, depth=1, head_dim=16, seq_len=16)
+        m.init_member(0, 0, cfg(rule="mup", width=d, base_width=32).resolved())
+        w = m.readout[0].detach()
+        assert float(w.std()) == pytest.approx(1 / math.sqrt(d), rel=0.05)  # fan-in d, not d0 = 32
+        assert float(m.readout_mult[0]) == pytest.approx(32 / d)
+        batch = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            rms[d] = float(m(batch).pow(2).mean().sqrt())
+    assert rms[128] / rms[32] == pytest.approx(1 / 4, rel=0.2)  # O(1/m), m = 4
 
 
 def test_flops_count_matches_the_model_parameters():
@@ -151,3 +187,54 @@ def test_cli_sweep_transformer_into_store(tmp_path, capsys):
     assert main(args[:-3] + ["--head-dim", "24", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "head_dim" in err and "Traceback" not in err and not (tmp_path / "b" / "weights").exists()
+
+
+# -- the CUDA / bf16 path, as far as it can be checked without a GPU (scripts/gpu_check.py does the rest) -------
+def test_device_selection_errors(monkeypatch):
+    from wdscale.train import pick_device, preflight
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    for dev in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match="CUDA was asked for but torch sees no GPU"):
+            pick_device(dev)
+    with pytest.raises(ValueError, match="no GPU"):  # before any model is built or anything trains
+        train_ensemble([cfg()], TrainOptions(device="cuda"))
+    with pytest.raises(ValueError, match="no GPU"):
+        preflight([cfg()], "cuda")
+    with pytest.raises(ValueError, match="no GPU"):
+        transformer.preflight([cfg()], "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto picks the GPU when there is one
+    assert pick_device("auto") == torch.device("cuda")
+
+
+def test_bf16_autocast_on_cpu_dtypes_and_finite_loss():
+    m = Transformer(2, 32, depth=2, head_dim=16, seq_len=16)
+    for i, rule in enumerate(("sp", "mup")):
+        m.init_member(i, i, cfg(rule=rule).resolved())
+    batch = torch.randint(0, 256, (4, 17), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = m.loss(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = m(batch[:, :-1])
+        loss = m.loss(batch)
+    assert logits.dtype == torch.bfloat16  # the matmuls ran in bf16
+    assert loss.dtype == torch.float32 and loss.shape == (2,)  # cross-entropy on a float32 copy of the logits
+    assert torch.isfinite(loss).all()
+    assert torch.allclose(loss.detach(), ref, rtol=2e-2)  # bf16 rounding only
+    loss.sum().backward()
+    for n, p in m.named_parameters():  # master weights and their grads stay fp32
+        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32, n
+        assert torch.isfinite(p.grad).all(), n
+    assert m.attn_scale.dtype == m.readout_mult.dtype == torch.float32
+
+
+def test_amp_training_on_cpu_matches_fp32_loosely():
+    c = cfg(width=32, steps=6, depth=1)
+    fp32 = train_ensemble([c], TrainOptions(n_evals=1))[0]
+    bf16 = train_ensemble([c], TrainOptions(n_evals=1, amp=True))[0]
+    assert not bf16["diverged"] and all(math.isfinite(x) for x in bf16["train_loss"])
+    assert all(w.dtype == torch.float32 for w in bf16["weights"].values())
+    assert bf16["train_loss"][0] == pytest.approx(fp32["train_loss"][0], rel=2e-2)
+    assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], rel=5e-2)

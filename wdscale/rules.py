@@ -6,16 +6,24 @@ AdamW hyper-parameters at width d, with width multiplier m = d / d0.
 ``wd`` below is always the *torch* AdamW ``weight_decay`` argument. torch multiplies it by the lr, so the
 per-step decay factor is ``1 - lr * wd`` and the steady-state timescale is tau = 1 / (lr * wd) steps.
 
-Parameter classes (the mu-P-for-Adam treatment of Yang et al. 2022, "Tensor Programs V", Table 3, as
-implemented by microsoft/mup's MuReadout + MuAdam):
+Parameter classes (the mu-P-for-Adam treatment of Yang et al. 2022, "Tensor Programs V", Table 3; lr and wd as
+microsoft/mup's MuAdam sets them, the readout multiplier as its MuReadout, the readout *init* not; see below):
 
 * ``matrix``    hidden d x d (or d x k*d) matrices.  mu-P: eta2 = eta0 / m; lam2 per rule (Fan et al. 2025).
 * ``vector``    gains and biases (1-D).  eta1 = eta0, lam1 = 0 under every rule: decaying a norm gain towards
                 zero has nothing to do with the steady-state argument, and nanoGPT / mup exclude them too.
 * ``embedding`` input layer (fan-in fixed: vocab or input dim).  "Vector-like" in mu-P: eta = eta0,
                 lam = lam0, init std constant.  Its entries do not grow with width, so no rescaling is needed.
-* ``readout``   output layer.  mu-P via MuReadout: the forward pass multiplies the logits by 1/m (``readout_mult``),
-                lr eta0 and lam0 are left unscaled (microsoft/mup treats it as vector-like in MuAdam).
+* ``readout``   output layer (d -> fixed out dim).  mu-P: the forward pass multiplies the logits by 1/m
+                (``readout_mult``), MuReadout's ``x / width_mult()`` with ``output_mult=1``; lr eta0 and lam0 are
+                left unscaled (MuAdam treats it as vector-like: one infinite dim).
+                Init is *not* MuReadout's.  wdscale draws the readout N(0, 1/d) at the member's own width d, the
+                same as SP (``EnsembleModule.init_std``), so the effective map (1/m) W has std 1/(m sqrt(d)) and the
+                initial logits are O(1/m).  MuReadout keeps the base width's variance (nn.Linear's default,
+                var 1/(3 d0), after ``set_base_shapes`` rescales it by sqrt(m)): logits O(1/sqrt(m)); or zero with
+                ``readout_zero_init=True``.  All three vanish as width grows, so all are mu-P (wdscale's lies
+                between MuReadout's and zero init); at m = 1 wdscale's readout is exactly SP's, which keeps
+                ``sp`` and ``mup`` members identical at the base width.
 
 Rules (Fan et al. 2025, arXiv 2510.15262, and the variants users of microsoft/mup meet):
 
@@ -56,7 +64,10 @@ def rule_exponents(rule: str, a: float | None = None, b: float | None = None) ->
 
 @dataclass(frozen=True)
 class Resolved:
-    """Per-class AdamW settings at one width, plus the forward-pass readout multiplier."""
+    """Per-class AdamW settings at one width, plus the forward-pass readout multiplier.
+
+    ``readout_mult`` is 1/m under mu-P rules and 1 under SP; it multiplies a readout initialised N(0, 1/d) at
+    width d (not MuReadout's base-width init: see the module docstring)."""
 
     rule: str
     width: int

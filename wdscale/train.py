@@ -95,6 +95,13 @@ def validate_config(c: RunConfig) -> None:
         raise ValueError(f"batch size must be > 0, got {c.batch_size}")
     if c.depth is not None and c.depth <= 0:
         raise ValueError(f"depth must be > 0, got {c.depth}")
+    if c.schedule == "exp_warmup":
+        from .rules import rule_exponents  # local: keeps this edit inside validate_config
+
+        if rule_exponents(c.rule, c.a, c.b)[0] != 0:  # the rule already scales the matrix lr by m^-a
+            raise ValueError(f"schedule exp_warmup scales the lr by width itself (Kosson et al.'s replacement "
+                             f"for mu-P's lr scaling); use it with rule sp, not {c.rule!r}, or the width factor "
+                             f"applies twice")
 
 
 def lr_factor(cfg: RunConfig, step: int) -> float:

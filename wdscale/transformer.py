@@ -6,14 +6,20 @@
 * pre-norm RMSNorm with gains (class ``vector``), no biases anywhere;
 * causal self-attention with RoPE, fixed head dim (``cfg.head_dim``, so heads = d / head_dim), SDPA kernel;
 * SwiGLU MLP, hidden = 8/3 d rounded up to a multiple of 8;
-* mu-P: the logits are multiplied by ``readout_mult`` (1/m) and the attention logits are scaled by 1/head_dim
-  instead of 1/sqrt(head_dim) (``attn_scale``), both per-member buffers set from the member's rule, so SP and
-  mu-P members can share one ensemble.
+* mu-P: the logits are multiplied by ``readout_mult`` (1/m under mu-P rules, 1 under SP), a per-member buffer
+  set from the member's rule, so SP and mu-P members can share one ensemble;
+* attention logits are scaled by ``attn_scale`` = 1/sqrt(head_dim) under *every* rule.  mu-P's 1/head_dim
+  differs from SP's 1/sqrt(head_dim) only in how it scales as head_dim grows with width; here head_dim is fixed
+  at every width, so mu-P asks for a width-independent scale, and the one that equals SP's at the base width is
+  1/sqrt(head_dim).  At m = 1 an ``sp`` and a ``mup`` member with the same seed are then the same model
+  (tests/test_transformer.py), so SP-vs-mu-P comparisons are not confounded by the attention temperature.
 
 Every weight has a leading member dim E.  q, k, v (and w1, w3) are separate parameters, so each gets its own
 spectrum, but they are concatenated for one fused matmul in the forward pass (the copy costs O(d^2), the
-matmul O(tokens d^2)).  Init (``EnsembleModule.init_std``): hidden matrices and the readout N(0, 1/fan_in),
-embedding N(0, 1) (the residual stream starts at RMS 1 at every width), gains 1.
+matmul O(tokens d^2)).  Init (``EnsembleModule.init_std``): hidden matrices and the readout N(0, 1/fan_in) with
+fan_in = d at the member's own width, embedding N(0, 1) (the residual stream starts at RMS 1 at every width),
+gains 1.  The readout is therefore *not* microsoft/mup's MuReadout init (which keeps the base width's variance,
+1/d0, or zero-inits); see ``wdscale/rules.py`` for what it is and what that changes.
 """
 from __future__ import annotations
 
@@ -73,16 +79,11 @@ class Transformer(EnsembleModule):
             self.add(f"l{i}_w2", (d, f), "matrix")  # down
         self.add("norm_out", (d,), "vector", fill=1.0)
         self.add("readout", (vocab, d), "readout")
+        # One attention scale for every rule and member: head_dim does not grow with width (module docstring).
         self.register_buffer("attn_scale", torch.full((n_members,), 1.0 / math.sqrt(head_dim)))
         cos, sin = rope_tables(seq_len, head_dim)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-
-    @torch.no_grad()
-    def init_member(self, i, seed, res):
-        super().init_member(i, seed, res)
-        # mu-P attention: 1/head_dim (q.k grows like head_dim once q and k align); SP: 1/sqrt(head_dim).
-        self.attn_scale[i] = 1.0 / self.head_dim if res.rule != "sp" else 1.0 / math.sqrt(self.head_dim)
 
     def _rope(self, T: int, device, dtype):
         if T > self.rope_cos.shape[0]:  # longer than built for: extend the tables once
