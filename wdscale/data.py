@@ -26,6 +26,7 @@ import torch
 
 VOCAB = 256
 STDLIB_CAP = 8_000_000  # bytes of stdlib source; plenty for a few thousand steps of small models
+MAX_CORPUS_BYTES = 256 * 2**20  # a user's corpus is read whole (then copied to the device): refuse bigger files
 VAL_FRACTION = 0.05
 VAL_SEQS = 64  # validation windows (fixed)
 VAL_BATCH = 16  # windows per validation batch
@@ -85,11 +86,46 @@ def min_bytes(seq_len: int, batch_size: int) -> int:
     return max(4 * (seq_len + 1) * batch_size, int(2 * (seq_len + 1) / VAL_FRACTION) + 1)
 
 
-def read_text_file(path: str) -> np.ndarray:
+def _corpus_size(path: str) -> int:
+    """Size of a user's corpus file; ValueError when it is not a regular file or above MAX_CORPUS_BYTES."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        st = p.stat()
+    except OSError:
+        st = None
+    if st is None or not p.is_file():
         raise ValueError(f"corpus {path!r} is not a readable file (use 'stdlib' or a path to a UTF-8 text file)")
-    b = p.read_bytes()
+    if st.st_size > MAX_CORPUS_BYTES:
+        raise ValueError(f"corpus {path!r} is {st.st_size / 2**20:,.0f} MiB, above the limit of "
+                         f"{MAX_CORPUS_BYTES / 2**20:,.0f} MiB (the whole text is held in memory); use a part of it")
+    return st.st_size
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def corpus_digest(path: str) -> str | None:
+    """sha256 of a corpus file's bytes (part of a run's id, so an edited file is not served from the cache).
+
+    Cached on (path, size, mtime); None when the file cannot be read (preflight reports that)."""
+    try:
+        _corpus_size(path)
+        st = os.stat(path)
+        return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError):
+        return None
+
+
+def read_text_file(path: str) -> np.ndarray:
+    size = _corpus_size(path)
+    with open(path, "rb") as f:  # never more than the limit, even if the file grows meanwhile
+        b = f.read(min(size, MAX_CORPUS_BYTES) + 1)[:MAX_CORPUS_BYTES]
     if not b:
         raise ValueError(f"corpus {path!r} is empty")
     if b"\x00" in b:
@@ -102,7 +138,7 @@ def read_text_file(path: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(corpus: str, mtime: float | None) -> np.ndarray:
+def _load(corpus: str, stamp: tuple | None) -> np.ndarray:
     arr = _stdlib_cached() if corpus == "stdlib" else read_text_file(corpus)
     arr.setflags(write=False)
     return arr
@@ -110,14 +146,15 @@ def _load(corpus: str, mtime: float | None) -> np.ndarray:
 
 def load_corpus(corpus: str = "stdlib") -> np.ndarray:
     """All bytes of a corpus as uint8 (cached in-process; a user file is re-read when it changes)."""
-    mtime = None
+    stamp = None
     if corpus != "stdlib":
         try:
-            mtime = os.path.getmtime(corpus)
+            st = os.stat(corpus)
+            stamp = (st.st_mtime_ns, st.st_size)
         except OSError:
             raise ValueError(f"corpus {corpus!r} is not a readable file "
                              "(use 'stdlib' or a path to a UTF-8 text file)") from None
-    return _load(corpus, mtime)
+    return _load(corpus, stamp)
 
 
 def split(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,13 @@ class Resolved:
         return out
 
 
+def _scaled(x: float, m: float, e: float) -> float:
+    try:
+        return x * m ** e
+    except OverflowError:  # custom exponents like 1e308
+        return math.inf
+
+
 def resolve(rule: str, width: int, base_width: int, lr: float, wd: float,
             a: float | None = None, b: float | None = None) -> Resolved:
     """Resolve a rule to per-class {lr, wd} (torch AdamW semantics) at ``width``."""
@@ -101,8 +108,12 @@ def resolve(rule: str, width: int, base_width: int, lr: float, wd: float,
     ea, eb = rule_exponents(rule, a, b)
     m = width / base_width
     mup = rule != "sp"
+    mlr, mwd = _scaled(lr, m, -ea), _scaled(wd, m, eb)
+    if not (math.isfinite(mlr) and math.isfinite(mwd) and mlr > 0):
+        raise ValueError(f"rule {rule} (a={ea:g}, b={eb:g}) gives matrix lr {mlr:g}, wd {mwd:g} at width {width} "
+                         f"(m={m:g}): not usable numbers; use smaller exponents")
     groups = {
-        "matrix": {"lr": lr * m ** (-ea), "wd": wd * m ** eb},
+        "matrix": {"lr": mlr, "wd": mwd},
         "vector": {"lr": lr, "wd": 0.0},
         "embedding": {"lr": lr, "wd": wd},
         "readout": {"lr": lr, "wd": wd},
@@ -113,6 +124,23 @@ def resolve(rule: str, width: int, base_width: int, lr: float, wd: float,
     if eb == 1.0:
         groups["matrix"]["wd"] = wd * m
     return Resolved(rule, int(width), int(base_width), groups, (1.0 / m) if mup else 1.0)
+
+
+MAX_DECAY = 1.0  # per-step decay eta*lam at or above this: the factor 1 - eta*lam is <= 0
+WARN_DECAY = 0.1  # above this, tau = 1/(eta*lam) is under 10 steps: the run is mostly decay
+
+
+def decay_problem(res: Resolved) -> tuple[str, str] | None:
+    """("error" | "warning", one-line reason) for the group with the largest per-step decay eta*lam, or None."""
+    cls, g = max(res.groups.items(), key=lambda kv: kv[1]["lr"] * kv[1]["wd"])
+    decay = g["lr"] * g["wd"]
+    where = f"{res.rule}, d={res.width}: {cls} lr {g['lr']:.3g} x wd {g['wd']:.3g} = per-step decay {decay:.3g}"
+    if decay >= MAX_DECAY:
+        return "error", (f"{where} >= 1, so p <- p*(1 - lr*wd) flips or zeroes the weights every step; "
+                         "use a smaller lr or wd")
+    if decay > WARN_DECAY:
+        return "warning", f"{where} > {WARN_DECAY:g} (tau = {1 / decay:.3g} steps): the weights barely keep any history"
+    return None
 
 
 def check_positive(**kw) -> None:

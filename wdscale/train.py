@@ -22,6 +22,13 @@ from .rules import RULES, check_positive, resolve
 MODELS = ("synthetic", "transformer")
 SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
+# Bounds on what one config may ask for: far beyond any study this tool is for, well below what would exhaust
+# memory before a check could run (the loss history alone is steps x members floats).
+MAX_STEPS = 1_000_000
+MAX_WIDTH = 8192
+MAX_DEPTH = 64
+MAX_BATCH = 65_536
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,10 @@ class RunConfig:
         if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
             for k in ("seq_len", "head_dim", "corpus"):
                 d.pop(k)
+        elif self.corpus != "stdlib":  # a user's file: its content, not just its path, names the run
+            from .data import corpus_digest
+
+            d["corpus_sha256"] = corpus_digest(self.corpus)
         if self.rule != "custom":
             d.pop("a"), d.pop("b")
         return d
@@ -95,6 +106,19 @@ def validate_config(c: RunConfig) -> None:
         raise ValueError(f"batch size must be > 0, got {c.batch_size}")
     if c.depth is not None and c.depth <= 0:
         raise ValueError(f"depth must be > 0, got {c.depth}")
+    for k, v, hi in (("steps", c.steps, MAX_STEPS), ("width", c.width, MAX_WIDTH), ("base width", c.base_width,
+                     MAX_WIDTH), ("depth", c.depth, MAX_DEPTH), ("batch size", c.batch_size, MAX_BATCH)):
+        if v is not None and v > hi:
+            raise ValueError(f"{k} {v} is above the limit of {hi:,} for one run")
+    for k in ("seed", "data_seed"):
+        v = getattr(c, k)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+            raise ValueError(f"{k.replace('_', ' ')} must be an integer in [0, {MAX_SEED}], got {v!r}")
+    from .rules import decay_problem  # local: keeps this edit inside validate_config
+
+    problem = decay_problem(c.resolved())  # also refuses custom exponents that overflow
+    if problem and problem[0] == "error":
+        raise ValueError(problem[1])
     if c.schedule == "exp_warmup":
         from .rules import rule_exponents  # local: keeps this edit inside validate_config
 
@@ -125,11 +149,22 @@ def lr_factor(cfg: RunConfig, step: int) -> float:
 
 
 def pick_device(device: str = "cpu") -> torch.device:
+    """The torch device for a --device string; ValueError (one line) for one this machine cannot train on."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("CUDA was asked for but torch sees no GPU; use --device cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("MPS was asked for but torch cannot use it here; use --device cpu")
+    return dev
 
 
 def build(cfg: RunConfig, n_members: int, device: torch.device):
@@ -275,9 +310,38 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     return results
 
 
+def synthetic_memory_estimate(cfg: RunConfig, n_members: int) -> int:
+    """Bytes for a synthetic ensemble: fp32 params + grads + two Adam moments, the activations kept for backward
+    (a dozen width-d vectors per block and example) and the loss history (steps x members)."""
+    from .synthetic import SyntheticConfig
+
+    sc = SyntheticConfig()
+    d, depth = cfg.width, cfg.depth or sc.depth
+    batch = cfg.batch_size or sc.batch_size
+    params = getattr(sc, "d_in", 256) * d + 2 * depth * d * d + getattr(sc, "d_out", 8) * d + (2 * depth + 1) * d
+    act = batch * d * (12 * depth + 4)
+    return n_members * (16 * params + 4 * act + 4 * cfg.steps)
+
+
 def preflight(configs: list[RunConfig], device: str = "cpu") -> None:
     """Checks that need no training: the device exists, the corpus reads, the model fits in memory."""
-    pick_device(device)
+    dev = pick_device(device)
+    syn = [c for c in configs if c.model == "synthetic"]
+    if syn:
+        from .sweep import MAX_MEMBERS
+        from .transformer import available_memory
+
+        groups: dict = {}
+        for c in syn:
+            groups.setdefault(c.group_key(), []).append(c)
+        avail = available_memory(dev)
+        for group in groups.values():
+            c, E = group[0], min(len(group), MAX_MEMBERS)
+            need = synthetic_memory_estimate(c, E)
+            if need > 0.9 * avail:
+                raise ValueError(f"synthetic width {c.width} (depth {c.depth or 'default'}) x {E} members needs "
+                                 f"~{need / 2**30:.1f} GiB but {dev.type} has {avail / 2**30:.1f} GiB free; use "
+                                 "smaller widths, depth or batch, or fewer members")
     if any(c.model == "transformer" for c in configs):
         from . import transformer
 
