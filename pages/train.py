@@ -72,6 +72,7 @@ with c3:
                        key="t_warm")
     devices = ["cpu", "auto"] + (["cuda"] if torch.cuda.is_available() else [])
     device = st.selectbox("Device", devices, key="t_device")
+    st.caption("CUDA path untested: wdscale has not yet run on a GPU (scripts/gpu_check.py checks it).")
     corpus = "stdlib"
     if model == "transformer":
         src = st.radio("Corpus", ["stdlib (Python's own docs, no download)", "upload a UTF-8 text file"], key="t_corp")

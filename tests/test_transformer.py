@@ -156,7 +156,7 @@ def test_training_lowers_loss_below_uniform():
 
 def test_preflight_refuses_absurd_width_and_bad_head_dim():
     with pytest.raises(ValueError, match="GiB"):
-        transformer.preflight([cfg(width=2 ** 20, base_width=64, head_dim=32)], "cpu")
+        transformer.preflight([cfg(width=8192, base_width=64, head_dim=32, depth=64)], "cpu")  # at the size limits
     with pytest.raises(ValueError, match="multiple of head_dim"):
         transformer.preflight([cfg(width=48, head_dim=32)], "cpu")
     transformer.preflight([cfg()], "cpu")  # a tiny one passes
