@@ -205,8 +205,15 @@ def test_device_selection_errors(monkeypatch):
         preflight([cfg()], "cuda")
     with pytest.raises(ValueError, match="no GPU"):
         transformer.preflight([cfg()], "cuda")
+    for bad in ("gpu", "cuda0", ""):
+        with pytest.raises(ValueError, match="unknown device|no GPU"):
+            pick_device(bad)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto picks the GPU when there is one
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert pick_device("auto") == torch.device("cuda")
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="sees 1 GPU"):
+        pick_device("cuda:3")
 
 
 def test_bf16_autocast_on_cpu_dtypes_and_finite_loss():
