@@ -224,7 +224,8 @@ def sec_transformer_bf16(ctx) -> dict:
     dtypes = {"logits": str(logits.dtype), "loss": str(loss.dtype),
               "weights": sorted({str(p.dtype) for p in model.parameters()}),
               "grads": sorted({str(p.grad.dtype) for p in model.parameters() if p.grad is not None}),
-              "grads_finite": bool(all(torch.isfinite(p.grad).all() for p in model.parameters()))}
+              "grads_finite": bool(all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                       if p.grad is not None))}
     del model, data, logits, loss
     res = {}
     for amp in (True, False):
