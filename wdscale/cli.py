@@ -1,6 +1,8 @@
 """The ``wdscale`` command line: rules, sweep, runs (+ report, bench, validate from their own modules).
 
-Bad input never prints a traceback: one line on stderr and exit code 2, before anything trains.
+Nothing ever prints a traceback (unless ``--debug``): every failure is one line on stderr, exit code 2 for bad
+input (before anything trains) and 1 for a problem with the environment (a read-only or corrupt store, a
+missing package).  The one error boundary is ``main``.
 """
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
+import traceback
 
 from . import __version__
 from .rules import RULES, format_table, resolve
@@ -22,7 +26,10 @@ PLUGINS = {
 }
 
 
-class UsageError(Exception):
+from .errors import BadInput, EnvironmentProblem
+
+
+class UsageError(BadInput):
     pass
 
 
@@ -105,6 +112,11 @@ def configs_from_args(args) -> list:
     for w in args.widths:
         if w <= 0:
             raise UsageError(f"widths must be positive integers, got {w}")
+    if args.base_width > max(args.widths):  # as the app: the proxy is the small model you transfer from
+        raise UsageError(f"base width {args.base_width} is above every width ({', '.join(map(str, args.widths))}); "
+                         "the proxy width should be at or below the widths you transfer to")
+    if (args.a is not None or args.b is not None) and "custom" not in args.rules:
+        raise UsageError("-a/-b set the exponents of the custom rule; add custom to --rules (or drop -a/-b)")
     seeds = args.seeds if args.seeds is not None else [args.seed]
     common = dict(a=args.a, b=args.b, schedule=args.schedule, warmup=args.warmup, batch_size=args.batch_size,
                   depth=args.depth)
@@ -132,15 +144,26 @@ def cmd_rules(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .store import RunStore
-    from .sweep import run_sweep
+    from .sweep import plan, run_sweep
     from .train import TrainOptions
 
+    if args.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise EnvironmentProblem("--executor ray needs ray: pip install -r requirements-ray.txt "
+                                     "(or use --executor local)")
     configs = configs_from_args(args)
+    store = RunStore(args.out)
+    if store.readonly and plan(configs, store)[1]:  # a fully cached sweep only reads: fine on a read-only store
+        raise EnvironmentProblem(f"run store {store.root} is read-only and this sweep has runs to train; "
+                                 "give --out a writable folder")
     from .verdict import sweep_horizon_warnings
 
     for w in sweep_horizon_warnings(configs):  # once per rule, before training: runs < 3 tau
         print("warning:", w, file=sys.stderr)
-    store = RunStore(args.out)
+    for w in _decay_warnings(configs):
+        print("warning:", w, file=sys.stderr)
     opts = TrainOptions(device=args.device, amp=args.amp, spectra_every=args.spectra_every)
     bar = _progress_bar(configs, store)
 
@@ -156,6 +179,20 @@ def cmd_sweep(args) -> int:
     if not args.json:
         _print_summary(recs)
     return 0
+
+
+def _decay_warnings(configs, limit: int = 3) -> list[str]:
+    """Per-step decay eta*lam above 0.1 (>= 1 is refused when the configs are built): at most ``limit`` lines."""
+    from .rules import decay_problem
+
+    seen = {}
+    for c in configs:
+        key = (c.rule, c.width, c.lr, c.wd, c.a, c.b)
+        if key not in seen:
+            seen[key] = decay_problem(c.resolved())
+    msgs = [p[1] for p in seen.values() if p and p[0] == "warning"]
+    return msgs[:limit] + ([f"... and {len(msgs) - limit} more settings with per-step decay > 0.1"]
+                           if len(msgs) > limit else [])
 
 
 def _progress_bar(configs, store):
@@ -201,13 +238,30 @@ def _print_summary(recs):
 
 
 def cmd_runs(args) -> int:
-    from .store import RunStore
+    from .errors import StoreCorrupt
+    from .store import RunStore, check_run_id, default_root, rebuild_index
 
-    store = RunStore(args.out)
+    root = args.out or default_root()
+    if args.check or args.repair:
+        try:
+            store = RunStore(root, create=False)
+        except StoreCorrupt as e:
+            if not args.repair:
+                raise
+            print(f"index: {str(e).split(';')[0]}; rebuilding it from the artifacts", file=sys.stderr)
+            return _print_check(rebuild_index(root))
+        return _print_check(store.check(repair=args.repair))
     if args.delete:
+        for rid in args.delete:  # every id first: a typo deletes nothing
+            check_run_id(rid)
+        store = RunStore(root, create=False)
+        for rid in args.delete:
+            if store.get(rid, status=None) is None and not any(r["run_id"] == rid for r in store.records()):
+                raise UsageError(f"no run {rid} in {store.root}")
         for rid in args.delete:
             store.delete(rid)
         return 0
+    store = RunStore(root, create=False)
     recs = store.records()
     if args.json:
         for r in recs:
@@ -216,13 +270,37 @@ def cmd_runs(args) -> int:
         for r in recs:
             fl = "diverged" if r["diverged"] else f"{r['final_loss']:.4g}" if r["final_loss"] is not None else "-"
             print(f"{r['run_id']}  {r['model']:11} {r['rule']:6} d={r['width']:<5} lr={r['lr']:<8.3g} "
-                  f"wd={r['wd']:<7.3g} steps={r['steps']:<6} {r['status']:8} loss={fl}")
+                  f"wd={r['wd']:<7.3g} steps={r['steps']:<6} {r['status']:8} loss={fl}"
+                  + (f"  ({r['damage']})" if r.get("damage") else ""))
+    damaged = [r["run_id"] for r in recs if r.get("status") == "damaged"]
+    if damaged:
+        print(f"warning: {len(damaged)} damaged run(s) (files missing or corrupt): {', '.join(damaged[:5])}"
+              f"{' ...' if len(damaged) > 5 else ''}; `wdscale runs --out {store.root} --check --repair` drops them",
+              file=sys.stderr)
     return 0
+
+
+def _print_check(rep: dict) -> int:
+    """Print a check/repair report; exit 1 while problems remain (0 once repaired)."""
+    for rid, why in rep["damaged"]:
+        print(f"damaged  {rid}  {why}" + ("  (dropped)" if rep["repaired"] else ""))
+    for rid in rep["adopted"]:
+        print(f"unindexed {rid}  complete files without an index row" + ("  (re-indexed)" if rep["repaired"] else ""))
+    for f in rep["orphans"]:
+        print(f"orphan   {f}" + ("  (deleted)" if rep["repaired"] else ""))
+    problems = len(rep["damaged"]) + len(rep["adopted"]) + len(rep["orphans"])
+    head = "index rebuilt from the artifacts; " if rep.get("rebuilt") else ""
+    print(f"{head}{rep['runs']} runs checked: {rep['ok']} ok, {len(rep['damaged'])} damaged, "
+          f"{len(rep['adopted'])} unindexed, {len(rep['orphans'])} orphan files"
+          + ("; repaired" if rep["repaired"] and problems else "")
+          + ("; `--repair` fixes this" if problems and not rep["repaired"] else ""))
+    return 1 if problems and not rep["repaired"] else 0
 
 
 def build_parser() -> Parser:
     p = Parser(prog="wdscale", description="Width scaling of AdamW weight decay: rules, sweeps, spectra.")
     p.add_argument("--version", action="version", version=f"wdscale {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure (anywhere on the line)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     r = sub.add_parser("rules", help="per-class lr, wd, per-step decay lr*wd and tau at a width")
@@ -245,10 +323,13 @@ def build_parser() -> Parser:
     s.add_argument("--address", default=None, help="ray cluster address (auto or HOST:PORT)")
     s.set_defaults(func=cmd_sweep)
 
-    u = sub.add_parser("runs", help="list or delete stored runs")
+    u = sub.add_parser("runs", help="list, check, repair or delete stored runs")
     u.add_argument("--out", default=None)
     u.add_argument("--json", action="store_true")
     u.add_argument("--delete", nargs="+", metavar="RUN_ID")
+    u.add_argument("--check", action="store_true", help="verify every artifact (size, sha256, loads)")
+    u.add_argument("--repair", action="store_true",
+                   help="drop damaged runs and orphan files; rebuild a corrupt index from the artifacts")
     u.set_defaults(func=cmd_runs)
 
     for name, (modname, help_) in PLUGINS.items():
@@ -264,14 +345,39 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except (ValueError, UsageError, FileNotFoundError) as e:
-        print(f"wdscale {args.cmd}: error: {e}", file=sys.stderr)
+def _exit_code(e: BaseException) -> int:
+    """2: bad input; 1: the environment (store, files, packages, memory) or anything unexpected."""
+    if isinstance(e, EnvironmentProblem):
+        return 1
+    if isinstance(e, (ValueError, OverflowError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return 2
+    return 1
+
+
+def main(argv=None) -> int:
+    """The CLI's one error boundary: every failure is one line on stderr (the traceback only with --debug)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("WDSCALE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    cmd = "wdscale"
+    try:
+        args = build_parser().parse_args(argv)
+        cmd = f"wdscale {args.cmd}"
+        return args.func(args) or 0
+    except SystemExit as e:  # argparse: --help, --version, or its one-line usage error
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except KeyboardInterrupt:
         print("wdscale: interrupted; finished runs are in the store, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (the boundary: nothing gets past as a traceback)
+        if debug:
+            traceback.print_exc()
+        expected = isinstance(e, (ValueError, OverflowError, EnvironmentProblem, OSError))
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, OSError) and e.strerror and getattr(e, "filename", None):
+            msg = f"{e.filename}: {e.strerror}"
+        if not expected:
+            msg = f"{type(e).__name__}: {msg}" + ("" if debug else " (rerun with --debug for the traceback)")
+        print(f"{cmd}: error: {msg}", file=sys.stderr)
+        return _exit_code(e)

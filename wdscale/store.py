@@ -98,7 +98,8 @@ class RunStore:
             try:
                 self.root.mkdir(parents=True)
             except OSError as e:
-                raise StoreError(f"cannot create run store {self.root}: {e.strerror or e}") from None
+                cls = BadInput if isinstance(e, (NotADirectoryError, FileExistsError)) else StoreError
+                raise cls(f"cannot create run store {self.root}: {e.strerror or e}") from None
         self.readonly = not os.access(self.root, os.W_OK) or (self.db.exists() and not os.access(self.db, os.W_OK))
         if self.readonly and not self.db.is_file():
             raise StoreError(f"cannot create a run store in {self.root}: the folder is read-only")
