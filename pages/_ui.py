@@ -8,11 +8,31 @@ import plotly.io as pio
 import streamlit as st
 
 from wdscale import export
+from wdscale.errors import BadInput, DamagedRun, StoreError
 from wdscale.jobs import JobManager
 from wdscale.plots import loss_curves
 from wdscale.store import RunStore, default_root
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
+
+
+def _through_app_py() -> None:
+    """Make a deep link on a fresh server (/train before anyone opened /) go through app.py.
+
+    Until the first st.navigation call in the process, Streamlit treats pages/ as auto-discovered pages and runs
+    the linked page alone: no app.py, so no set_page_config (wide layout) and a sidebar listing _ui.py.  Every page
+    imports this module first, so switching discovery off here and rerunning sends that first request through
+    app.py, whose st.navigation then picks the same page (page hashes come from the URL path)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # another Streamlit layout: nothing to fix
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_through_app_py()
 
 
 def data_root() -> str:
@@ -25,7 +45,14 @@ def _store(root: str) -> RunStore:
 
 
 def store() -> RunStore:
-    return _store(data_root())
+    """The store; a corrupt, unreadable or misplaced one is one st.error (with the repair command) and stops the page."""
+    try:
+        s = _store(data_root())
+        s.ping()  # the index may have been damaged since the store was opened
+    except (StoreError, BadInput) as e:
+        st.error(str(e))
+        st.stop()
+    return s
 
 
 @st.cache_resource
@@ -38,9 +65,64 @@ def manager() -> JobManager:
     return _manager(data_root())
 
 
+_page = threading.local()  # this script run's damaged-run notice (a run executes in one thread)
+
+
 def records(done_only: bool = True) -> list[dict]:
+    """Stored records; damaged runs (files missing or corrupt) are left out and named in one notice here."""
     recs = store().records()
+    _page.notice = st.empty()
+    _page.damaged = {r["run_id"]: r.get("damage", "") for r in recs if r.get("status") == "damaged"}
+    _show_damaged()
     return [r for r in recs if r.get("status") == "done"] if done_only else recs
+
+
+def _show_damaged() -> None:
+    damaged = getattr(_page, "damaged", {})
+    if not damaged:
+        return
+    ids = sorted(damaged)
+    msg = (f"{len(ids)} damaged run(s) not shown (weights or spectra file missing or corrupt): "
+           f"{', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}. `wdscale runs --out {data_root()} --check "
+           "--repair` drops them; training the same study again retrains them.")
+    notice = getattr(_page, "notice", None)
+    (notice or st).warning(msg, icon=":material/healing:")
+
+
+def mark_damaged(err: DamagedRun) -> None:
+    """Add a run whose file failed to load to this page's one notice."""
+    if not hasattr(_page, "damaged"):
+        _page.damaged = {}
+    _page.damaged[err.run_id] = err.why
+    _show_damaged()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _spectra(root: str, run_id: str, stamp: tuple) -> dict:
+    return store().spectra(run_id)
+
+
+def _stamp(path) -> tuple:
+    # Cache key part: a retrained or repaired run (same id) has a new file, so stale arrays are never served.
+    try:
+        st_ = path.stat()
+        return st_.st_size, st_.st_mtime_ns
+    except OSError:
+        return ()
+
+
+def spectra(run_id: str) -> dict | None:
+    """A run's stored spectra, or None (and the run named in the damaged notice) when its file is unusable."""
+    try:
+        return _spectra(data_root(), run_id, _stamp(store().paths(run_id)[1]))
+    except DamagedRun as e:
+        mark_damaged(e)
+        return None
+
+
+def stamp(run_id: str, which: str = "weights") -> tuple:
+    """(size, mtime) of a run's weights or spectra file: put it in the key of a page's cached reader."""
+    return _stamp(store().paths(run_id)[0 if which == "weights" else 1])
 
 
 def pick_study(recs: list[dict], key: str, where=st.sidebar) -> tuple[str | None, list[dict]]:

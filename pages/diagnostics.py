@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages import _ui
 from wdscale import analysis, plots, theory
+from wdscale.errors import DamagedRun
 
 try:
     from wdscale import diagnostics
@@ -33,10 +34,20 @@ with tab_gain:
             s = _ui.store()
             return diagnostics.sublayer_gains(s, [s.get(i) for i in run_ids])
 
-        rows = gains(_ui.data_root(), tuple(r["run_id"] for r in sel))
+        rows = []
+        while sel:  # a damaged run is named in the page's notice and left out; the others are measured
+            try:
+                rows = gains(_ui.data_root(), tuple(r["run_id"] for r in sel))
+                break
+            except DamagedRun as e:
+                _ui.mark_damaged(e)
+                sel = [r for r in sel if r["run_id"] != e.run_id]
         hidden = [r for r in rows if r["param_class"] == "matrix"]
-        _ui.show(plots.sublayer_gain_plot(hidden or rows), "diag_sublayer_gain")
-        st.caption("Hidden matrices only; lines: rule and matrix. Flat = width-invariant gain.")
+        if rows:
+            _ui.show(plots.sublayer_gain_plot(hidden or rows), "diag_sublayer_gain")
+            st.caption("Hidden matrices only; lines: rule and matrix. Flat = width-invariant gain.")
+        else:
+            st.info("no readable run at this η₀")
 
 # -- coordinate check -------------------------------------------------------------------------------------
 with tab_coord:

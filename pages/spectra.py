@@ -34,12 +34,11 @@ if not sel:
     st.stop()
 
 
-@st.cache_data(max_entries=256)
-def spectra(root: str, run_id: str) -> dict:
-    return _ui.store().spectra(run_id)
-
-
-specs = {r["run_id"]: spectra(_ui.data_root(), r["run_id"]) for r in sel}
+specs = {r["run_id"]: _ui.spectra(r["run_id"]) for r in sel}  # None: damaged (named in the page's notice)
+sel = [r for r in sel if specs[r["run_id"]] is not None]
+if not sel:
+    st.info("no readable run for this (rule, η₀, λ₀)")
+    st.stop()
 raw, resc, norm = [], [], []
 for r in sel:
     sv = specs[r["run_id"]].get(param)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages import _ui
 from wdscale import plots, theory
+from wdscale.errors import DamagedRun
 
 st.title("AdamW's steady state")
 st.markdown("With torch's AdamW each step does $W \\leftarrow W(1-\\eta\\lambda) - \\eta\\,u$ with Adam's "
@@ -45,15 +46,25 @@ if not recs:
 
 
 @st.cache_data(max_entries=512)
-def weight_norms(root: str, run_id: str) -> dict:
+def _weight_norms(root: str, run_id: str, stamp: tuple) -> dict:
     """{param: (fro, n_entries)} from the stored final weights."""
     w = _ui.store().weights(run_id)
     return {k: (float(v.float().norm()), int(v.numel())) for k, v in w.items() if v.ndim == 2}
 
 
+def weight_norms(run_id: str) -> dict | None:
+    try:
+        return _weight_norms(_ui.data_root(), run_id, _ui.stamp(run_id))
+    except DamagedRun as e:  # named in the page's one notice; the other runs are drawn
+        _ui.mark_damaged(e)
+        return None
+
+
+norms = {r["run_id"]: weight_norms(r["run_id"]) for r in recs}
+recs = [r for r in recs if norms[r["run_id"]] is not None]
 rows = []
 for r in recs:
-    for p, (fro, n) in weight_norms(_ui.data_root(), r["run_id"]).items():
+    for p, (fro, n) in norms[r["run_id"]].items():
         cls = r["param_class"].get(p)
         g = r["groups"].get(cls) or {}
         if not g or not g.get("wd"):
@@ -80,12 +91,12 @@ wd = c3.selectbox("λ₀", wds, key="ss_wd", format_func=lambda x: f"{x:g}")
 param = c4.selectbox("Matrix", mats or sorted(recs[0]["top_sv"]), key="ss_param")
 series = []
 for r in sorted([r for r in recs if r["rule"] == rule and r["lr"] == lr and r["wd"] == wd], key=lambda r: r["width"]):
-    sp = _ui.store().spectra(r["run_id"])
-    if param not in sp:
+    sp = _ui.spectra(r["run_id"])
+    if sp is None or param not in sp:
         continue
     sv = sp[param]
     g = r["groups"][r["param_class"][param]]
-    n = weight_norms(_ui.data_root(), r["run_id"]).get(param, (None, None))[1]
+    n = norms[r["run_id"]].get(param, (None, None))[1]
     series.append({"name": f"d={r['width']}", "width": r["width"], "steps": sp["steps"].tolist(),
                    "top_sv": sv[:, 0], "fro": np.sqrt((sv ** 2).sum(1)),  # ‖W‖_F² = Σσ²
                    "fro_pred": float(theory.equilibrium_fro(g["lr"], g["wd"], n)) if g["wd"] and n else None,

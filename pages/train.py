@@ -10,7 +10,7 @@ import torch
 from pages import _ui
 from wdscale import analysis, plots
 from wdscale.jobs import check_study
-from wdscale.rules import RULE_INFO, RULES, resolve
+from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
 from wdscale.sweep import plan
 from wdscale.verdict import horizon_warnings
 
@@ -65,7 +65,8 @@ with c2:
     n_wd = st.slider("λ grid points around λ₀", 1, 7, 1, key="t_nwd")
     wds_txt = st.text_input("…or an explicit λ list (overrides the grid)", "", key="t_wds")
 with c3:
-    steps = st.number_input("Steps", min_value=1, value=1000, step=100, key="t_steps")
+    # No min_value: Streamlit would keep the last valid value (and train it) under a red outline; check below.
+    steps = st.number_input("Steps", value=1000, step=100, key="t_steps")
     seeds_txt = st.text_input("Seeds (comma list)", "0", key="t_seeds")
     schedule = st.selectbox("LR schedule", ["constant", "warmup", "cosine", "exp_warmup"], key="t_sched")
     warmup = st.slider("Warmup (fraction of steps)", 0.0, 1.0, 0.0 if schedule == "constant" else 0.1, 0.05,
@@ -120,6 +121,11 @@ if err:
 
 st.write(f"**{len(configs)} runs**: widths {widths}, η₀ ∈ {{{', '.join(f'{x:g}' for x in lrs)}}}, "
          f"λ₀ ∈ {{{', '.join(f'{x:g}' for x in wds)}}}, seeds {seeds}.")
+decay_warnings = list(dict.fromkeys(p[1] for p in (decay_problem(c.resolved()) for c in configs)
+                                    if p and p[0] == "warning"))  # >= 1 was refused by check_study
+if decay_warnings:
+    st.warning("Large per-step decay η·λ: " + "; ".join(decay_warnings[:3])
+               + (f"; and {len(decay_warnings) - 3} more" if len(decay_warnings) > 3 else ""))
 
 # -- resolved rule table, per width, before training --------------------------------------------------------
 with st.expander("Resolved per-class settings (at η₀, λ₀) and horizon checks", expanded=True):

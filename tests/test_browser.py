@@ -43,3 +43,23 @@ def test_demo_spectra_and_png_download(tmp_path):
         expect(page.get_by_text("Shape: σ/σ_top vs rank/d").first).to_be_visible()
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         browser.close()
+
+
+def test_deep_link_on_a_fresh_server_shows_the_whole_app(tmp_path):
+    """/train before anyone opened /: the same app as from / (app.py's navigation and wide layout, no _ui page)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with shots.streamlit_server(tmp_path / "runs", {"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "/train")
+        expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        expect(nav.get_by_text("Runs & export")).to_be_visible(timeout=30_000)
+        expect(nav.get_by_text("Steady state")).to_be_visible()
+        assert "_ui" not in nav.inner_text() and " ui" not in nav.inner_text().lower()
+        main = page.locator('[data-testid="stMainBlockContainer"]')
+        assert main.bounding_box()["width"] > 1000  # layout="wide" (centered is ~736 px)
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        assert page.url.rstrip("/").endswith("/train")
+        browser.close()

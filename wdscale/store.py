@@ -163,6 +163,10 @@ class RunStore:
         except sqlite3.Error as e:
             raise _db_error(e, self.db) from None
 
+    def ping(self) -> None:
+        """StoreError (StoreCorrupt) when the index cannot be read."""
+        self._query("SELECT count(*) FROM runs")
+
     def _writable(self) -> None:
         if self.readonly:
             raise StoreError(f"run store {self.root} is read-only: nothing can be trained, stored or deleted there")
