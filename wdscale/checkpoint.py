@@ -165,37 +165,46 @@ def load_state_dict(src, where: str | None = None) -> dict:
 # Top singular value
 # ---------------------------------------------------------------------------------------------
 def top_sv(W: torch.Tensor, block: int = 8, max_steps: int = 40, tol: float = 1e-6, seed: int = 0) -> float:
-    """σ_top of a matrix: exact SVD when small, else randomized block Krylov (block Lanczos on WᵀW).
-
-    Each step multiplies a block of ``block`` vectors by W and Wᵀ (two passes over W) and adds it to an
-    orthonormal basis V of the Krylov space; the Rayleigh-Ritz value √λ_max(VᵀWᵀWV) is a lower bound on σ_top
-    that converges without needing a gap between σ₁ and σ₂ (block Krylov, Musco & Musco 2015).  Stops when it
-    moves by less than ``tol`` (relative).  fp32 products, fp64 basis."""
+    """σ_top of a matrix: exact SVD when small, else randomized block Krylov (``krylov_top_sv``)."""
     W = W.detach()
     if W.ndim != 2:
         W = W.reshape(W.shape[0], -1)
     W = W.float()
     if min(W.shape) == 0:
         return 0.0
-    if W.shape[0] < W.shape[1]:
-        W = W.T  # a view: keep the long side first, the basis lives on the short side
-    m, n = W.shape
-    if n <= EXACT_BELOW or n <= 2 * block:
+    if min(W.shape) <= EXACT_BELOW or min(W.shape) <= 2 * block:
         return float(torch.linalg.svdvals(W)[0])
     g = torch.Generator().manual_seed(seed)
-    V = torch.linalg.qr(torch.randn(n, block, generator=g, dtype=torch.float64))[0]
-    Vs, Zs, est = [], [], 0.0
-    for step in range(max_steps):
-        Yt = V.T.float() @ W.T          # (block, m): row-major products are the fast ones here
+    V0 = torch.randn(min(W.shape), block, generator=g, dtype=torch.float64)
+    return krylov_top_sv(W, V0, max_steps, tol)[0]
+
+
+def krylov_top_sv(W: torch.Tensor, V0: torch.Tensor, max_steps: int = 40, tol: float = 1e-6):
+    """(σ_top, Ritz vectors) by block Krylov from the block ``V0`` (on W's shorter side).
+
+    Each step multiplies the newest block by W and Wᵀ (two passes over W) and adds it to an orthonormal basis
+    V of the Krylov space span{V0, WᵀW V0, (WᵀW)² V0, ...}; the Rayleigh-Ritz value √λ_max(VᵀWᵀWV) is a lower
+    bound on σ_top that converges without needing a gap between σ₁ and σ₂ (block Krylov, Musco & Musco 2015).
+    Stops after ``max_steps`` or when it moves by less than ``tol`` (relative).  fp32 products, fp64 basis.
+    The returned Ritz vectors (best first, as many as V0 has columns) warm-start the next call on a matrix
+    that has moved a little (``monitor.SpectralMonitor``)."""
+    if W.shape[0] < W.shape[1]:
+        W = W.T  # a view: keep the long side first, the basis lives on the short side
+    n, block = W.shape[1], V0.shape[1]
+    V = torch.linalg.qr(V0.to(torch.float64))[0]
+    Vs, Zs, est, evecs = [], [], 0.0, None
+    for step in range(max(1, max_steps)):
+        Yt = V.T.to(W.dtype) @ W.T      # (block, m): row-major products are the fast ones here
         Z = (Yt @ W).double().T         # (n, block) = WᵀW V
         Vs.append(V)
         Zs.append(Z)
         Vb = torch.cat(Vs, 1)
         T = Vb.T @ torch.cat(Zs, 1)
-        new = math.sqrt(max(float(torch.linalg.eigvalsh(0.5 * (T + T.T))[-1]), 0.0))
+        e, evecs = torch.linalg.eigh(0.5 * (T + T.T))
+        new = math.sqrt(max(float(e[-1]), 0.0))
         done = step > 0 and abs(new - est) <= tol * new
         est = new
-        if done or Vb.shape[1] + block > n:
+        if done or step == max_steps - 1 or Vb.shape[1] + block > n:
             break
         R = Z - Vb @ (Vb.T @ Z)
         R = R - Vb @ (Vb.T @ R)         # twice is enough (CGS2)
@@ -203,7 +212,8 @@ def top_sv(W: torch.Tensor, block: int = 8, max_steps: int = 40, tol: float = 1e
             break                       # Krylov space exhausted: the Ritz value is exact
         V = torch.linalg.qr(R)[0]
         V = torch.linalg.qr(V - Vb @ (Vb.T @ V))[0]
-    return est
+    ritz = (Vb @ evecs[:, -block:].flip(1)).to(torch.float32)
+    return est, ritz
 
 
 # ---------------------------------------------------------------------------------------------
