@@ -115,6 +115,8 @@ def configs_from_args(args) -> list:
     if args.base_width > max(args.widths):  # as the app: the proxy is the small model you transfer from
         raise UsageError(f"base width {args.base_width} is above every width ({', '.join(map(str, args.widths))}); "
                          "the proxy width should be at or below the widths you transfer to")
+    if args.spectra_every is not None and args.spectra_every <= 0:
+        raise UsageError(f"--spectra-every must be a positive number of steps, got {args.spectra_every}")
     if (args.a is not None or args.b is not None) and "custom" not in args.rules:
         raise UsageError("-a/-b set the exponents of the custom rule; add custom to --rules (or drop -a/-b)")
     seeds = args.seeds if args.seeds is not None else [args.seed]
