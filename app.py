@@ -22,6 +22,7 @@ PAGES = [
     st.Page("pages/transfer.py", title="Transfer", icon=":material/target:"),
     st.Page("pages/steady_state.py", title="Steady state", icon=":material/balance:"),
     st.Page("pages/diagnostics.py", title="Diagnostics", icon=":material/troubleshoot:"),
+    st.Page("pages/inspect.py", title="Inspect your model", icon=":material/biotech:"),
     st.Page("pages/runs.py", title="Runs & export", icon=":material/folder_open:"),
 ]
 

@@ -242,3 +242,47 @@ def test_figures_and_rows():
     assert rows[0]["top_sv d=32"] > 0 and "ratio" in rows[0]
     assert ck.checkpoint_rows(sums[0])
     assert ck.ratio_figure({"checkpoints": sums[:1], "matched": {}}).layout.annotations  # empty state
+
+
+def test_app_page_paths_on_disk(tmp_path, monkeypatch):
+    """The page through the app's navigation: two paths on disk give the verdict, table and figures."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
+    for d in (32, 64):
+        save_file(gpt2_sd(d, orth=True, scale=(d / 32) ** 0.25), str(tmp_path / f"d{d}.safetensors"))
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/inspect.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_area(key="in_paths").input(f"{tmp_path / 'd64.safetensors'}\n{tmp_path / 'd32.safetensors'}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("grows like d^0.25" in w.value for w in at.warning)
+    assert len(at.get("plotly_chart")) == 2
+    at.text_input(key="in_over").input("c_fc=banana").run()
+    assert any("banana" in e.value for e in at.error)
+    at.text_input(key="in_over").input("").run()
+    at.text_area(key="in_paths").input(str(tmp_path / "nope.pt")).run()
+    assert any("no such file" in e.value for e in at.error)
+
+
+def test_app_page_monitor_log(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from wdscale.monitor import SpectralMonitor
+
+    monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
+    m = Tiny(d=24)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+    with SpectralMonitor(m, opt, every=2, log_dir=tmp_path / "log") as mon:
+        for _ in range(4):
+            opt.step()
+            mon.step()
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/inspect.py")
+    at.run()
+    at.text_input(key="mon_path").input(str(tmp_path / "log")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 2
