@@ -64,7 +64,7 @@ def test_index_keeps_size_and_sha256_and_files_carry_their_record(S):
 
     rid = ids(S)[0]
     with sqlite3.connect(S / "index.sqlite") as c:
-        art = json.loads(c.execute("SELECT artifacts FROM runs WHERE run_id=?", (rid,)).fetchone()[0])
+        art = json.loads(c.execute("SELECT info FROM artifacts WHERE run_id=?", (rid,)).fetchone()[0])
     w = S / "weights" / f"{rid}.safetensors"
     assert art["weights"]["size"] == w.stat().st_size and len(art["weights"]["sha256"]) == 64
     with safe_open(str(w), framework="pt") as f:
@@ -76,9 +76,7 @@ def test_index_keeps_size_and_sha256_and_files_carry_their_record(S):
 
 def test_old_store_without_artifact_columns_still_loads(S):
     with sqlite3.connect(S / "index.sqlite") as c:  # the schema before sizes and hashes were kept
-        c.execute("CREATE TABLE old AS SELECT run_id, config, status, summary, created FROM runs")
-        c.execute("DROP TABLE runs")
-        c.execute("ALTER TABLE old RENAME TO runs")
+        c.execute("DROP TABLE artifacts")
     store = RunStore(S)
     assert len(store.records()) == 4 and all(r["status"] == "done" for r in store.records())
     assert store.check()["ok"] == 4

@@ -34,7 +34,8 @@ def load_records(dir_: str, model: str | None = None) -> list[dict]:
     if not (root / "index.sqlite").is_file():
         raise ValueError(f"no run store in {dir_} (expected {root / 'index.sqlite'}; create one with wdscale sweep "
                          f"--out {dir_})")
-    recs = RunStore(root, create=False).records(**({"model": model} if model else {}))
+    # Summaries only: a run whose files are damaged still has its losses (the verdict needs nothing else).
+    recs = RunStore(root, create=False).records(check=False, **({"model": model} if model else {}))
     if not recs:
         raise ValueError(f"no runs in {dir_}" + (f" for model {model}" if model else ""))
     return recs

@@ -2,7 +2,8 @@
 
 Layout of ``root`` (default ``./runs``; ``--out`` / ``$WDSCALE_DATA``)::
 
-    index.sqlite            runs table: run_id, config (JSON), status, summary (JSON), created, artifacts (JSON)
+    index.sqlite            runs: run_id, config (JSON), status, summary (JSON), created;
+                            artifacts: run_id, info (JSON: size and sha256 of each file)
     weights/<run_id>.safetensors   final weights, keyed by parameter name; its metadata holds the run's record
     spectra/<run_id>.npz    'steps' and one (snapshots, k) array of singular values per matrix; 'meta' its config
 
@@ -113,9 +114,10 @@ class RunStore:
                     c.execute("""CREATE TABLE IF NOT EXISTS runs (
                         run_id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL,
                         summary TEXT NOT NULL, created REAL NOT NULL)""")
-                    if "artifacts" not in self._columns(c):  # stores written before sizes and hashes were kept
-                        c.execute("ALTER TABLE runs ADD COLUMN artifacts TEXT")
-            self._has_artifacts = "artifacts" in self._columns()
+                    # A table of its own (not a column): the runs table keeps the shape older stores and scripts
+                    # know; rows of stores written before sizes and hashes were kept simply have none.
+                    c.execute("CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT PRIMARY KEY, info TEXT NOT NULL)")
+            self._has_artifacts = self._check_tables()
         except OSError as e:
             raise StoreError(f"cannot open run store {self.root}: {e.strerror or e}") from None
         except sqlite3.OperationalError as e:
@@ -124,7 +126,7 @@ class RunStore:
             # A read-only mount cannot hold the WAL's shared-memory file: read the file as it is.
             self._uri = f"file:{quote(str(self.db.resolve()))}?immutable=1"
             try:
-                self._has_artifacts = "artifacts" in self._columns()
+                self._has_artifacts = self._check_tables()
             except sqlite3.Error as e2:
                 raise _db_error(e2, self.db) from None
         except sqlite3.Error as e:
@@ -134,14 +136,13 @@ class RunStore:
         # A connection per call: the store is used from the app's worker threads and the CLI alike.
         return sqlite3.connect(self._uri, uri=True, timeout=30)
 
-    def _columns(self, c: sqlite3.Connection | None = None) -> set[str]:
-        if c is None:
-            with self._closing() as c:
-                return self._columns(c)
-        cols = {r[1] for r in c.execute("PRAGMA table_info(runs)")}
-        if not cols:
+    def _check_tables(self) -> bool:
+        """Whether the artifacts table exists; sqlite3.DatabaseError when there is no runs table."""
+        with self._closing() as c:
+            names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "runs" not in names:
             raise sqlite3.DatabaseError("file is not a database (no runs table)")
-        return cols
+        return "artifacts" in names
 
     def _closing(self):
         import contextlib
@@ -207,10 +208,9 @@ class RunStore:
     def _insert(self, rid, config: dict, status: str, record: dict, created: float, artifacts: dict) -> None:
         try:
             with self._closing() as c:
-                c.execute("INSERT OR REPLACE INTO runs (run_id, config, status, summary, created, artifacts) "
-                          "VALUES (?,?,?,?,?,?)",
-                          (rid, json.dumps(config, sort_keys=True), status, json.dumps(_clean(record)), created,
-                           json.dumps(artifacts)))
+                c.execute("INSERT OR REPLACE INTO artifacts (run_id, info) VALUES (?,?)", (rid, json.dumps(artifacts)))
+                c.execute("INSERT OR REPLACE INTO runs (run_id, config, status, summary, created) VALUES (?,?,?,?,?)",
+                          (rid, json.dumps(config, sort_keys=True), status, json.dumps(_clean(record)), created))
         except sqlite3.Error as e:
             raise _db_error(e, self.db) from None
 
@@ -220,14 +220,21 @@ class RunStore:
         self._writable()
         if not self._query("SELECT 1 FROM runs WHERE run_id=?", (run_id,)):
             raise BadInput(f"no run {run_id} in {self.root}")
-        self._query("DELETE FROM runs WHERE run_id=?", (run_id,))
+        self._drop(run_id)
         for p in (wpath, spath):
             p.unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------------------------
+    def _drop(self, run_id: str) -> None:
+        self._query("DELETE FROM runs WHERE run_id=?", (run_id,))
+        if self._has_artifacts:
+            self._query("DELETE FROM artifacts WHERE run_id=?", (run_id,))
+
     def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
-        cols = "run_id, summary, status, " + ("artifacts" if self._has_artifacts else "NULL")
-        return self._query(f"SELECT {cols} FROM runs {where} ORDER BY created", args)
+        if self._has_artifacts:
+            return self._query("SELECT r.run_id, r.summary, r.status, a.info FROM runs r LEFT JOIN artifacts a "
+                               f"ON a.run_id = r.run_id {where.replace('run_id', 'r.run_id')} ORDER BY r.created", args)
+        return self._query(f"SELECT run_id, summary, status, NULL FROM runs {where} ORDER BY created", args)
 
     def damage(self, run_id: str, artifacts: dict | None, deep: bool = False) -> str | None:
         """Why a run's files are unusable, or None.  Cheap by default (exists, size); ``deep`` also checks the
@@ -260,13 +267,17 @@ class RunStore:
             return None
         return json.loads(summary)
 
-    def records(self, **where) -> list[dict]:
+    def records(self, check: bool = True, **where) -> list[dict]:
         """All run records, optionally filtered on record fields (e.g. model='synthetic', width=64).
 
-        A run whose files are missing or truncated has status ``damaged`` and its reason in ``damage``."""
+        A run whose files are missing or truncated has status ``damaged`` and its reason in ``damage``;
+        ``check=False`` skips looking at the files (for readers of the summaries alone, like ``report``)."""
         recs = []
         for rid, summary, st, art in self._rows():
             r = json.loads(summary)
+            if not check:
+                recs.append(r)
+                continue
             why = self.damage(rid, json.loads(art) if art else None) if RUN_ID.fullmatch(rid) else "bad run id"
             if why:
                 r["status"], r["damage"] = "damaged", why
@@ -327,7 +338,7 @@ class RunStore:
         orphans = [f for f in files if f.name not in taken]
         if repair:
             for rid, _why in damaged:
-                self._query("DELETE FROM runs WHERE run_id=?", (rid,))
+                self._drop(rid)
                 if RUN_ID.fullmatch(rid):
                     for p in self.paths(rid):
                         p.unlink(missing_ok=True)
