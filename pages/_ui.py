@@ -233,8 +233,11 @@ def _live_panel(job_key: str, show_curves: bool) -> None:
     _draw_panel(snap, job_key, show_curves, live=True)
 
 
-def submit(job_key: str, configs, label: str, device: str = "cpu") -> bool:
-    """Start a job for this session (one at a time per key); False with an st.error on bad input."""
+def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
+           expected_member_steps: int | None = None) -> bool:
+    """Start a job for this session (one at a time per key); False with an st.error on bad input.
+
+    ``then`` (records -> configs) adds a second phase (the demo)."""
     from wdscale.train import TrainOptions
 
     old = manager().snapshot(st.session_state.get(job_key))
@@ -242,7 +245,8 @@ def submit(job_key: str, configs, label: str, device: str = "cpu") -> bool:
         st.warning("this session already has a study training; cancel it first")
         return False
     try:
-        st.session_state[job_key] = manager().submit(configs, label=label, opts=TrainOptions(device=device))
+        st.session_state[job_key] = manager().submit(configs, label=label, opts=TrainOptions(device=device),
+                                                     then=then, expected_member_steps=expected_member_steps)
     except (ValueError, FileNotFoundError) as e:
         st.error(str(e))
         return False

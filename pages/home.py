@@ -2,8 +2,9 @@
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, plots
-from wdscale.jobs import DEMO, demo_configs
+from wdscale import analysis, demo, plots
+from wdscale.demo import DEMO
+from wdscale.jobs import demo_configs, demo_member_steps, demo_then
 from wdscale.sweep import plan
 
 st.title("Why AdamW's weight decay must scale with width")
@@ -37,44 +38,53 @@ with right:
 
 st.divider()
 st.subheader("Demo: see it in one click")
+d = DEMO
 configs = demo_configs()
-c0 = configs[0]
-st.write(f"Synthetic FFN, widths {', '.join(map(str, DEMO['widths']))} (d₀ = {DEMO['base_width']}), rules "
-         f"{' & '.join(DEMO['rules'])}, η₀ ∈ {{{', '.join(f'{x:g}' for x in DEMO['lrs'])}}}, "
-         f"λ₀ = {DEMO['wds'][0]:g}, {c0.steps} steps: {len(configs)} runs as 3 batched ensembles.")
+steps = configs[0].steps
+st.write(f"Synthetic core (a normalized residual MLP on a finite, noisy power-law task: docs/synthetic.md), "
+         f"{steps} steps. **1.** The proxy's own optimum: η₀ × λ₀ grid at d₀ = {d['base_width']} "
+         f"({len(d['proxy_lrs'])} × {len(d['proxy_wds'])}, {len(d['seeds'])} seeds). **2.** Transfer to widths "
+         f"{', '.join(map(str, d['widths']))} under {', '.join(f'`{r}`' for r in d['rules'])} at that λ₀, "
+         f"{len(d['lr_octaves'])} learning rates around η₀. Every run ≥ 3 τ = 1/(η·λ).")
 
-cached, todo = plan(configs, _ui.store())
-n_todo = sum(len(c) for c in todo)
-if st.button("Run the demo" if n_todo else "Demo results are in the store (rerun is instant)",
+store = _ui.store()
+phase1, todo1 = plan(configs, store)
+phase2, todo2 = ([], None)
+if not todo1:
+    phase2_configs = demo_then()(phase1)
+    phase2, todo2 = plan(phase2_configs, store)
+n_todo = sum(len(c) for c in todo1) + (sum(len(c) for c in todo2) if todo2 is not None else 1)
+if st.button("Run the demo (about a minute)" if n_todo else "Demo results are in the store (rerun is instant)",
              type="primary", disabled=n_todo == 0, key="demo_button"):
-    _ui.submit("demo_job", configs, label="demo")
+    _ui.submit("demo_job", configs, label="demo", then=demo_then(),
+               expected_member_steps=demo_member_steps())
 _ui.job_panel("demo_job")
 
 if n_todo == 0:
-    recs = cached
-    lrs = sorted({r["lr"] for r in recs})
-    opt = analysis.lr_optima(recs, param="lr")
+    s = demo.summarize(phase1, phase2)
+    (st.success if s["conclusive"] else st.warning)(s["sentence"])
+    alpha = s.get("alpha")
+    if alpha is not None and alpha == alpha:
+        st.write(f"Measured here: σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75), so λ ∝ d^{2 * alpha - 1:.2f} "
+                 "would hold σ_top flat under μP's η ∝ 1/d (paper: √d). "
+                 f"Every run reached ≥ {s['min_steps_over_tau']:.1f} τ.")
     c1, c2 = st.columns(2)
     with c1:
-        # Default: the largest lr with no diverged run; it has the most steps/tau, so the steady state shows.
-        safe = [x for x in lrs if not any(r["diverged"] for r in recs if r["lr"] == x)]
-        default_lr = max(safe) if safe else lrs[len(lrs) // 2]
-        lr = st.select_slider("η₀ for the σ_top plot", options=lrs, value=default_lr, key="demo_lr",
-                              format_func=lambda x: f"{x:g}")
-        sel = [r for r in recs if r["lr"] == lr]
-        fits = analysis.width_exponents(sel, n_boot=200)
-        _ui.show(plots.top_sv_vs_width(sel, fits, title=f"σ_top vs width at η₀ = {lr:g} (dashed: fit)"),
-                 "demo_top_sv_vs_width")
-        for f in fits:
-            st.write(f"**{plots.rule_label(f['rule'])}**: σ_top ∝ d^{f['exponent']:.2f} "
-                     f"(95% CI [{f['ci_low']:.2f}, {f['ci_high']:.2f}]); implied λ exponent "
-                     f"{f['implied_lambda_exponent']:.2f} (paper: 0.5)")
+        _ui.show(plots.drift_plot(s["rules"], s["threshold"]), "demo_drift")
     with c2:
-        _ui.show(plots.loss_vs_param(recs, "lr", opt), "demo_loss_vs_lr")
-        for (rule, wd), by_w in opt.items():
-            drift = analysis.drift_octaves({w: o["x_opt"] for w, o in by_w.items()})
-            st.metric(f"{rule}: optimum drift", f"{drift:+.2f} octaves / width doubling" if drift == drift else "n/a")
-    st.caption("More: Spectra (collapse of the rescaled spectra), Transfer (drift and verdict), Steady state "
-               "(norms vs √(ηN/2λ)). Short runs are a sketch: check steps/τ on the Train page.")
-elif cached:
-    st.caption(f"{len(cached)} of {len(configs)} demo runs are already in the store.")
+        _ui.show(plots.proxy_grid_plot(s["proxy"]), "demo_proxy_grid")
+    opt = analysis.lr_optima(phase2, param="lr")
+    _ui.show(plots.loss_vs_param(phase2, "lr", opt, title="Loss vs proxy η₀ per rule (seed mean; ★ optimum)"),
+             "demo_loss_vs_lr")
+    sel = [r for r in phase2 if abs(r["lr"] - s["proxy"]["eta0"]) <= 1e-9 * r["lr"]]
+    fits = analysis.width_exponents(sel, n_boot=200)
+    _ui.show(plots.top_sv_vs_width(sel, fits, title=f"σ_top vs width at the proxy's η₀ = {s['proxy']['eta0']:.3g}"),
+             "demo_top_sv_vs_width")
+    st.dataframe([{"rule": r, "what": v["info"], "drift (oct/doubling)": v["drift"],
+                   "95% CI": f"[{v['drift_ci'][0]:+.2f}, {v['drift_ci'][1]:+.2f}]", "verdict": v["verdict"],
+                   "σ_top ∝ d^": v["top_sv_exponent"], "max regret": v["max_regret"]}
+                  for r, v in s["rules"].items()], hide_index=True, width="stretch")
+    st.caption("More: Spectra (collapse of the rescaled spectra), Transfer (curves per width, horizon check), "
+               "Steady state (norms vs √(ηN/2λ)). Reproduce headless: `wdscale demo --json`.")
+elif phase1:
+    st.caption(f"{len(phase1) + len(phase2)} demo runs are already in the store.")

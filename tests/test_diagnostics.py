@@ -22,16 +22,16 @@ def test_sublayer_gains_of_stored_runs(store, model):
     rows = sublayer_gains(store, recs)
     for rec in recs:
         mine = _rows_by(rows, run_id=rec["run_id"])
-        expected = {"h0", "h1"} if model == "synthetic" else {"emb", "l0_wq", "l0_wk", "l0_wv", "l0_wo", "l0_w1",
+        expected = {"w1_0", "w2_0", "w1_1", "w2_1"} if model == "synthetic" else {"emb", "l0_wq", "l0_wk", "l0_wv", "l0_wo", "l0_w1",
                                                               "l0_w2", "l0_w3", "readout"}
         assert {r["param"] for r in mine} == expected
         for r in mine:
             assert r["gain"] > 0 and r["top_sv"] == pytest.approx(rec["top_sv"][r["param"]], rel=1e-4)
-            if r["param"] in ("h0", "h1", "l0_wq", "l0_wo"):  # square: RMS gain <= spectral norm
+            if r["param"] in ("w1_0", "w2_1", "l0_wq", "l0_wo"):  # square: RMS gain <= spectral norm
                 assert r["gain"] <= r["top_sv"] * (1 + 1e-5)
     # the gain is a property of the stored weights: doubling one matrix doubles its gain and sigma_top
     rec = recs[0]
-    name = "h1" if model == "synthetic" else "l0_wo"
+    name = "w2_1" if model == "synthetic" else "l0_wo"
     w = store.weights(rec["run_id"])
     w[name] = w[name] * 2
     save_file(w, rec["weights"])
@@ -50,10 +50,10 @@ def _growth(rows, rule, module, step):
 def test_coord_check_synthetic_sp_blows_up_mup_flat():
     rows = coord_check("synthetic", widths=(64, 128, 256), rules=("sp", "mup"), steps=4, lr=1e-2)
     assert {r["step"] for r in rows} == set(range(5))
-    assert {"w_in", "h0", "h1", "logits"} <= {r["module"] for r in rows}
+    assert {"w_in", "w1_0", "w2_1", "logits"} <= {r["module"] for r in rows}
     sp, mup = _growth(rows, "sp", "logits", 4), _growth(rows, "mup", "logits", 4)
     assert sp > 1.8 and sp > 1.5 * mup
-    assert _growth(rows, "sp", "h1", 4) > 1.5 * _growth(rows, "mup", "h1", 4)
+    assert _growth(rows, "sp", "w2_1", 4) > 1.5 * _growth(rows, "mup", "w2_1", 4)
 
 
 def test_coord_check_transformer_and_module_filter():

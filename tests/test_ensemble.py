@@ -66,7 +66,7 @@ def test_diverging_member_is_frozen_and_others_unaffected():
         alone = train_ensemble([c])[0]
         assert r["final_loss"] == pytest.approx(alone["final_loss"], rel=1e-5)
     # frozen: once caught, its weights no longer change, so every later spectrum snapshot is the same
-    sv = res[2]["spectra"]["h0"]
+    sv = res[2]["spectra"]["w1_0"]
     later = [i for i, s in enumerate(res[2]["spectra"]["steps"]) if s > res[2]["diverged_step"] + 1]
     assert len(later) >= 2
     for i in later[1:]:
@@ -96,7 +96,7 @@ def test_events_stream_progress_and_spectra():
     steps = [e["step"] for e in events if e["type"] == "step"]
     assert steps == [5, 10, 15, 20, 25, 30]
     spec = [e for e in events if e["type"] == "spectra"]
-    assert [e["step"] for e in spec] == [0, 10, 20, 30] and len(spec[0]["top_sv"]["h0"]) == 2
+    assert [e["step"] for e in spec] == [0, 10, 20, 30] and len(spec[0]["top_sv"]["w1_0"]) == 2
 
 
 def test_top_sv_are_true_singular_values_of_weights():
@@ -104,7 +104,7 @@ def test_top_sv_are_true_singular_values_of_weights():
     for n, w in r["weights"].items():
         if w.ndim == 2:
             assert r["top_sv"][n] == pytest.approx(float(torch.linalg.matrix_norm(w, ord=2)), rel=1e-5)
-    assert r["param_class"]["h0"] == "matrix" and r["param_class"]["w_out"] == "readout"
+    assert r["param_class"]["w1_0"] == "matrix" and r["param_class"]["w_out"] == "readout"
 
 
 def test_schedules():

@@ -67,24 +67,24 @@ def test_monitor_during_training_matches_a_direct_measurement():
     direct = {}
 
     def spy(step, model, batch, opt):  # independent check: copy the weights at every step
-        direct[step + 1] = model.h0.detach().clone()
+        direct[step + 1] = model.w1_0.detach().clone()
 
     results = train_ensemble(cfgs, TrainOptions(callbacks=[spy, mon], n_evals=1))
     assert sorted({r["step"] for r in mon.series}) == [4, 8, 12]
-    assert {r["param"] for r in mon.series} == {"h0", "h1"}  # the hidden matrices only
+    assert {r["param"] for r in mon.series} == {"w1_0", "w2_0", "w1_1", "w2_1"}  # the hidden matrices only
     assert {r["member"] for r in mon.series} == {0, 1}
     for r in mon.series:
         assert r["rel_rep_change"] == pytest.approx(r["ratio"] * r["rel_update"], rel=1e-6)
         assert 0 < r["alpha_w"] <= 1 and 0 < r["alpha_dw"] <= 1
-    for r in (r for r in mon.series if r["param"] == "h0"):
+    for r in (r for r in mon.series if r["param"] == "w1_0"):
         W0, W1 = direct[r["step"] - 1][r["member"]], direct[r["step"]][r["member"]]
         assert r["rel_update"] == pytest.approx(float((W1 - W0).norm() / W0.norm()), rel=1e-5)
     # the larger lr moves its weights more, relative to their size
-    last = {r["member"]: r["rel_update"] for r in mon.series if r["param"] == "h0" and r["step"] == 12}
+    last = {r["member"]: r["rel_update"] for r in mon.series if r["param"] == "w1_0" and r["step"] == 12}
     assert last[1] > last[0]
     mon.attach(results)
-    assert len(results[0]["extra"]["kosson"]) == 3 * 2
-    assert set(summarize(results[0]["extra"]["kosson"])) == {"h0", "h1"}
+    assert len(results[0]["extra"]["kosson"]) == 3 * 4  # 3 records x 4 hidden matrices
+    assert set(summarize(results[0]["extra"]["kosson"])) == {"w1_0", "w2_0", "w1_1", "w2_1"}
     # the next ensemble (a new model) starts a new series
     train_ensemble(_tiny(width=64, lrs=(1e-2,), steps=8), TrainOptions(callbacks=[mon], n_evals=1))
     assert sorted({r["step"] for r in mon.series}) == [4, 8]
@@ -100,7 +100,7 @@ def test_warmup_comparison_stores_mup_and_sp_exp_warmup(store):
     sp = next(r for r in recs if r["rule"] == "sp" and r["width"] == 64)
     assert sp["warmup"] == 0.5 and sp["matrix_lr"] == sp["lr"]  # no mu-P lr scaling
     stored = store.get(sp["run_id"])
-    assert [row["step"] for row in stored["kosson"] if row["param"] == "h0"] == [2, 3, 4, 6]
+    assert [row["step"] for row in stored["kosson"] if row["param"] == "w1_0"] == [2, 3, 4, 6]
     # the sp schedule starts at 1/m and reaches 1 at half the run (Kosson et al.'s replacement)
     cfg = RunConfig(model="synthetic", width=64, base_width=32, rule="sp", lr=1e-2, wd=0.1, steps=6,
                     schedule="exp_warmup", warmup=0.5, depth=1, batch_size=16)

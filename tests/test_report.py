@@ -37,7 +37,7 @@ def test_report_prints_the_verdict_table(swept, capsys):
     text = capsys.readouterr().out
     assert "| width | optimal lr |" in text
     assert "\n| 32 |" in text and "\n| 64 |" in text
-    assert "threshold 0.5" in text
+    assert "threshold 0.25" in text
     assert any(v in text for v in ("**PASS**", "**FAIL**", "**INCONCLUSIVE**"))
     assert "Horizon check" in text and "< 3 tau" in text  # 8 steps are far from steady state
 
@@ -51,7 +51,7 @@ def test_report_csv_and_json(swept, capsys):
     assert cli.main(["report", str(out), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     (v,) = data["verdicts"]
-    assert v["rule"] == "mup" and v["widths"] == [32, 64] and v["threshold"] == 0.5
+    assert v["rule"] == "mup" and v["widths"] == [32, 64] and v["threshold"] == 0.25
     assert [h["fraction"] for h in data["horizon"]] == [0.25, 0.5, 1.0]
     # the numbers agree with the records the store holds
     recs = RunStore(out).records()

@@ -8,6 +8,7 @@ from wdscale.train import RunConfig
 from wdscale.verdict import MIN_TAUS, horizon_check, horizon_warnings, sweep_horizon_warnings, transfer_verdict
 
 CURV = 0.1  # loss = 1 + CURV * (octaves from the optimum)^2
+# Planted runs are 10^6 steps long: >= 3 tau for every lr of the grid, so only the planted optima decide.
 LRS = [2.0 ** k for k in range(-11, -3)]  # 2^-11 .. 2^-4
 
 
@@ -15,7 +16,7 @@ def planted_loss(lr, opt):
     return 1.0 + CURV * (math.log2(lr) - math.log2(opt)) ** 2
 
 
-def make_record(width, lr, loss, rule="mup", wd=0.1, steps=1000, evals=None, diverged=False, base_width=64):
+def make_record(width, lr, loss, rule="mup", wd=0.1, steps=10**6, evals=None, diverged=False, base_width=64):
     cfg = RunConfig(model="synthetic", width=width, base_width=base_width, rule=rule, lr=lr, wd=wd, steps=steps)
     rec = dict(cfg.canonical())
     rec.update(run_id=cfg.run_id, status="done", final_loss=None if diverged else loss, diverged=diverged,

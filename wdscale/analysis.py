@@ -80,28 +80,109 @@ def interp_loss(xs, losses, x: float) -> float:
     return pts[0][1]
 
 
+def run_loss(rec: dict, step: int | None = None) -> float:
+    """The one definition of a run's metric: its validation loss (final, or the eval at ``step``).
+
+    +inf once the run has diverged (a diverged run is an unsafe lr, not a missing point); a run that diverged
+    *after* ``step`` keeps its eval at ``step``.  NaN when the record has no value there."""
+    ds = rec.get("diverged_step")
+    if rec.get("diverged") and (step is None or ds is None or ds < step):
+        return math.inf
+    v = rec.get("final_loss") if step is None else (rec.get("evals") or {}).get(str(step))
+    if v is None:
+        return math.nan
+    v = float(v)
+    return v if math.isfinite(v) else math.inf
+
+
 def record_loss(rec: dict, step: int | None = None):
-    """The metric of a run: final validation loss, or the eval at ``step``; None when diverged."""
-    if rec.get("diverged"):
-        return None
-    if step is None:
-        return rec.get("final_loss")
-    return (rec.get("evals") or {}).get(str(step))
+    """``run_loss`` for plots: None where the run diverged or has no value."""
+    v = run_loss(rec, step)
+    return v if math.isfinite(v) else None
+
+
+def seed_mean_curves(records: list[dict], param: str = "lr", step: int | None = None,
+                     metric: str = "final_loss") -> dict:
+    """{width: {x: [loss per seed]}} of one group of runs; ``seed_mean`` turns it into a curve.
+
+    Seeds are averaged *before* any optimum is taken (everywhere: plots' stars, verdicts, the demo), so the
+    optimum is that of the expected loss curve, not of the luckiest seed."""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        v = run_loss(r, step) if metric == "final_loss" else r.get(metric)
+        v = math.inf if v is None else float(v)
+        if math.isnan(v):
+            continue
+        by[r["width"]][float(r[param])].append(v)
+    return {w: dict(sorted(d.items())) for w, d in sorted(by.items())}
+
+
+def seed_mean(curve: dict) -> tuple[list, list]:
+    """(xs, mean loss over seeds); one diverged seed makes that x +inf (an lr that can blow up is unsafe)."""
+    xs = list(curve)
+    return xs, [float(np.mean(v)) if all(math.isfinite(u) for u in v) else math.inf for v in curve.values()]
 
 
 def lr_optima(records: list[dict], metric: str = "final_loss", step: int | None = None,
               param: str = "lr") -> dict:
-    """{(rule, other): {width: optimum dict}} where ``other`` is the fixed wd (param='lr') or lr (param='wd')."""
+    """{(rule, other): {width: optimum dict}} where ``other`` is the fixed wd (param='lr') or lr (param='wd').
+
+    Seeds are averaged first (``seed_mean_curves``); ``n`` is the number of runs behind each curve."""
     other = "wd" if param == "lr" else "lr"
-    curves: dict = defaultdict(lambda: defaultdict(list))
+    groups: dict = defaultdict(list)
     for r in records:
-        loss = record_loss(r, step) if metric == "final_loss" else r.get(metric)
-        curves[(r["rule"], r[other])][r["width"]].append((r[param], loss))
+        groups[(r["rule"], r[other])].append(r)
     out = {}
-    for key, by_w in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        out[key] = {w: {**optimum([p[0] for p in pts], [p[1] for p in pts]), "n": len(pts)}
-                    for w, pts in sorted(by_w.items())}
+    for key in sorted(groups, key=lambda k: (k[0], k[1])):
+        curves = seed_mean_curves(groups[key], param, step, metric)
+        out[key] = {}
+        for w, curve in curves.items():
+            xs, ls = seed_mean(curve)
+            out[key][w] = {**optimum(xs, [l if math.isfinite(l) else None for l in ls]),
+                           "n": sum(len(v) for v in curve.values())}
     return out
+
+
+def drift_ci(curves: dict, n_boot: int = 400, seed: int = 0, level: float = 95.0) -> tuple[float, float]:
+    """Bootstrap CI of the optimum's drift (octaves per width doubling) from ``seed_mean_curves`` output.
+
+    With >= 2 seeds, seeds are resampled (per width, with replacement) and the seed-mean curve refitted.  With one
+    seed, the noise of the loss curve is resampled instead: Gaussian noise with the std read off the curve's
+    second differences (their spread, not their mean, so a smooth curvature counts as no noise)."""
+    rng = np.random.default_rng(seed)
+    widths = list(curves)
+    n_seeds = min(min(len(v) for v in c.values()) for c in curves.values()) if curves else 0
+    if len(widths) < 2 or n_seeds == 0:
+        return float("nan"), float("nan")
+    noise = {}
+    if n_seeds == 1:
+        for w, c in curves.items():
+            y = np.array([v[0] for v in c.values()], float)
+            y = y[np.isfinite(y)]
+            d2 = np.diff(y, 2) if len(y) >= 4 else np.zeros(1)
+            noise[w] = float(np.std(d2) / math.sqrt(6))
+    drifts = []
+    for _ in range(n_boot):
+        opt = {}
+        for w, c in curves.items():
+            xs = list(c)
+            if n_seeds >= 2:
+                ls = []
+                for v in c.values():
+                    pick = [v[i] for i in rng.integers(0, len(v), len(v))]
+                    ls.append(float(np.mean(pick)) if all(math.isfinite(u) for u in pick) else math.inf)
+            else:
+                ls = [v[0] + noise[w] * rng.standard_normal() if math.isfinite(v[0]) else math.inf
+                      for v in c.values()]
+            o = optimum(xs, [l if math.isfinite(l) else None for l in ls])
+            opt[w] = o["x_opt"]
+        d = drift_octaves(opt)
+        if math.isfinite(d):
+            drifts.append(d)
+    if len(drifts) < n_boot // 2:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(drifts, [(100 - level) / 2, 100 - (100 - level) / 2])
+    return float(lo), float(hi)
 
 
 def drift_octaves(opt_by_width: dict) -> float:

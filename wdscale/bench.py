@@ -11,7 +11,11 @@ what is measured is what a sweep or the app pays:
   between the final weights of the two ways (they must agree: nothing mixes across members);
 * ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/16, at least MIN_SPECTRA_GAP apart) as a share of the
   training step time, for the demo sweep;
-* ``demo_seconds``  wall time of the app's default demo sweep (``wdscale.jobs.DEMO`` when it exists).
+* ``demo_seconds``  wall time of the steady-state demo (``wdscale demo``, both phases, every core);
+* ``demo_flops``  its counted matmul FLOPs (6 x batch x matrix weights per member-step, twins at m = 1 once);
+* ``demo_flop_ratio``  demo wall time / (demo_flops / the matmul peak at the demo's thread count): 1 would be
+  every second spent in peak-rate matmuls;
+* ``demo_min_steps_over_tau``  the demo's shortest run in tau = 1/(eta*lam) of its matrix class.
 
 Step times are medians over the measured steps (snapshot and eval steps are outliers the median drops);
 each measurement is repeated and the best repeat kept, since a shared machine only ever makes things slower.
@@ -29,14 +33,13 @@ TARGETS = {  # key -> (comparison, threshold, label)
     "ensemble_speedup_d128": (">=", 2.5, "ensemble speedup, 8 members, d=128"),
     "mfu_d256": (">=", 0.70, "Transformer MFU at d=256"),
     "spectra_overhead_pct": ("<=", 5.0, "spectra share of step time (%)"),
-    "demo_seconds": ("<=", 60.0, "app default demo wall time (s)"),
+    "demo_seconds": ("<=", 60.0, "steady-state demo wall time (s)"),
+    "demo_flop_ratio": ("<=", 2.0, "demo wall time / (its matmul FLOPs at peak)"),
+    "demo_min_steps_over_tau": (">=", 3.0, "demo: shortest run in tau = 1/(eta lam)"),
 }
 WIDTHS = (64, 128, 256)
 N_ENSEMBLE = 8
 
-# Fallback demo (the app's DEMO constant wins when it exists): 3 widths x 2 rules x 5 lrs, synthetic core.
-FALLBACK_DEMO = dict(model="synthetic", widths=[64, 128, 256], base_width=64, rules=["mup", "wd"],
-                     lrs=[3e-3, 1e-2, 3e-2, 1e-1, 3e-1], wds=[1.0], steps=600)
 
 
 def configure(p) -> None:
@@ -129,7 +132,10 @@ def ensemble_speedup(model: str, width: int, steps: int, dev: torch.device, reps
 
 
 def snapshot_seconds(model, reps: int = 3) -> float:
-    """Time of one spectra snapshot (singular values of every matrix of every member), best of reps."""
+    """Time of one spectra snapshot (singular values of every matrix of every member, as the trainer takes
+    them), best of reps."""
+    from .ensemble import singular_values
+
     dev = next(model.parameters()).device
     best = float("inf")
     for _ in range(reps):
@@ -137,73 +143,66 @@ def snapshot_seconds(model, reps: int = 3) -> float:
         t0 = time.perf_counter()
         with torch.no_grad():
             for p in model.matrices().values():
-                torch.linalg.svdvals(p.detach().float()).cpu()
+                singular_values(p.detach()).cpu()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def demo_configs(quick_steps: int | None = None):
-    """The app's default demo sweep: ``wdscale.jobs.DEMO`` if the app defines it, else FALLBACK_DEMO."""
-    from .sweep import expand_grid
+def member_flops(config, n_members: int = 1) -> float:
+    """Counted matmul FLOPs of one training step: forward + backward = 6 x batch x (matrix weights), per member."""
+    from .train import build
 
-    demo, source = FALLBACK_DEMO, "fallback (widths 64,128,256, rules mup,wd, 5 lrs, 1 wd, synthetic)"
-    try:
-        from .jobs import DEMO  # noqa: F401  (the app helper's constant; optional)
-
-        demo, source = DEMO, "wdscale.jobs.DEMO"
-    except ImportError:
-        pass
-    if isinstance(demo, (list, tuple)):  # already a list of RunConfigs
-        configs = list(demo)
-    else:
-        d = dict(demo)
-        d.pop("seed", None)
-        configs = expand_grid(d.pop("model", "synthetic"), d.pop("widths"), d.pop("base_width"), d.pop("rules"),
-                              d.pop("lrs"), d.pop("wds"), d.pop("steps"), d.pop("seeds", (0,)), **d)
-    if quick_steps:
-        import dataclasses
-
-        configs = [dataclasses.replace(c, steps=quick_steps) for c in configs]
-    return configs, source
+    model, data = build(config, 1, torch.device("cpu"))
+    weights = sum(p[0].numel() for p in model.parameters() if p.ndim == 3)
+    return 6.0 * data.cfg.batch_size * weights * n_members
 
 
 def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
-    """Wall time of the demo sweep (no store: pure training), and its spectra share per width."""
-    from collections import defaultdict
+    """The steady-state demo (``wdscale.demo``: both phases, no store), timed as ``wdscale demo`` runs it: every
+    core.  Reports its wall time, its counted matmul FLOPs, the ratio of the wall time to what those FLOPs cost
+    at the matmul peak measured with the same thread count, the shortest run in tau, and the spectra's share."""
+    import os
 
-    from .train import TrainOptions, build, train_ensemble
+    from . import demo
+    from .train import TrainOptions, build
 
-    configs, source = demo_configs(3 if tiny else None)
-    if tiny:  # plumbing check only: the smallest width, two runs
-        configs = [c for c in configs if c.width == min(c.width for c in configs)][:2]
     threads = torch.get_num_threads()
-    try:  # the app trains with its own thread count (all cores but one): time the demo the way it runs there
-        from .jobs import default_threads
-
-        torch.set_num_threads(default_threads())
-    except ImportError:
-        pass
+    torch.set_num_threads(os.cpu_count() or 1)
     demo_threads = torch.get_num_threads()
+    peak = matmul_peak_gflops(dev, n=256 if tiny else 1024, reps=3)
+    spec = dict(demo.DEMO)
+    steps = 4 if tiny else None
+    if tiny:  # plumbing check only
+        spec.update(widths=(32, 64), proxy_lrs=spec["proxy_lrs"][2:5], proxy_wds=(3.0,), seeds=(0,),
+                    lr_octaves=(-0.5, 0.0, 0.5))
+    trained = []  # (config of the chunk, unique members, step time)
+    clock = StepClock(dev)
+
+    def on_event(e):
+        if e["type"] == "start":
+            trained.append([e["width"], e["n_members"], e["steps"]])
+
+    opts = TrainOptions(device=str(dev), callbacks=[clock])
     t0 = time.perf_counter()
-    step_s = {}
-    groups = defaultdict(list)
-    for c in configs:
-        groups[c.group_key()].append(c)
-    for group in groups.values():
-        clock = StepClock(dev)
-        res = train_ensemble(group, TrainOptions(device=str(dev), callbacks=[clock]))
-        # the snapshots the default cadence actually took
-        step_s[group[0].width] = (group, clock.median_step(), len(res[0]["spectra"]["steps"]))
+    summary = demo.run_demo(None, opts, on_event=on_event, steps=steps, spec=spec)
     wall = time.perf_counter() - t0
-    shares = {}
-    for width, (group, t_step, n_snap) in step_s.items():
-        model, _ = build(group[0], len(group), dev)
-        steps = group[0].steps
-        shares[width] = 100 * n_snap * snapshot_seconds(model) / (steps * t_step)
+    proto = demo.proxy_configs(steps, spec)[0]
+    import dataclasses
+
+    flops = sum(member_flops(dataclasses.replace(proto, width=w), n) * st for w, n, st in trained)
+    # spectra: snapshots the default cadence takes, each timed on the widest ensemble
+    w_max, n_max, st = max(trained)
+    model, _ = build(dataclasses.replace(proto, width=w_max), n_max, dev)
+    from .train import MIN_SPECTRA_GAP
+
+    n_snap = st // max(MIN_SPECTRA_GAP, st // 16) + 2
+    share = 100 * n_snap * snapshot_seconds(model) / (st * clock.median_step())
     torch.set_num_threads(threads)
-    return {"demo_seconds": wall, "demo_source": source, "demo_runs": len(configs), "demo_threads": demo_threads,
-            "demo_steps": configs[0].steps, "spectra_overhead_pct": max(shares.values()),
-            "spectra_overhead_pct_by_width": shares}
+    return {"demo_seconds": wall, "demo_flops": flops, "demo_peak_gflops": peak,
+            "demo_flop_ratio": wall / (flops / (peak * 1e9)), "demo_min_steps_over_tau": summary["min_steps_over_tau"],
+            "demo_source": "wdscale.demo.DEMO", "demo_runs": len(summary["runs"]) + summary["n_proxy_runs"],
+            "demo_members_trained": sum(n for _, n, _ in trained), "demo_threads": demo_threads,
+            "demo_steps": st, "demo_best_rule": summary["best_rule"], "spectra_overhead_pct": share}
 
 
 def transformer_mfu(width: int, steps: int, dev: torch.device, peak: float, reps: int, tiny: bool = False) -> dict:
@@ -315,8 +314,11 @@ def format_report(r: dict) -> str:
     for w in (64, 128):
         if f"transformer_ensemble_speedup_d{w}" in r:
             lines.append(f"  Transformer ensemble speedup d={w}: {r[f'transformer_ensemble_speedup_d{w}']:.2f}x")
-    lines.append(f"  demo ({r['demo_source']}; {r['demo_runs']} runs x {r['demo_steps']} steps): "
-                 f"{r['demo_seconds']:.1f} s; spectra {r['spectra_overhead_pct']:.1f}% of step time")
+    lines.append(f"  demo ({r['demo_source']}; {r['demo_runs']} runs, {r['demo_members_trained']} members trained x "
+                 f"{r['demo_steps']} steps, {r['demo_threads']} threads): {r['demo_seconds']:.1f} s for "
+                 f"{r['demo_flops'] / 1e12:.2f} TFLOP = {r['demo_flop_ratio']:.2f}x the time at the "
+                 f"{r['demo_peak_gflops']:.0f} GFLOP/s matmul peak; shortest run {r['demo_min_steps_over_tau']:.1f} tau; "
+                 f"spectra {r['spectra_overhead_pct']:.1f}% of step time")
     lines += ["", f"  {'target':40} {'wanted':>8} {'measured':>10}  result"]
     for k, t in r["targets"].items():
         v = t["value"]

@@ -22,6 +22,7 @@ PLUGINS = {
     "report": ("wdscale.report", "transfer verdict of a stored sweep (optimal LR per width, drift, regret)"),
     "bench": ("wdscale.bench", "measure speed on this machine (matmul peak, MFU, ensemble speedup)"),
     "validate": ("wdscale.validate", "reproduce the paper's claims with the tool itself"),
+    "demo": ("wdscale.demo", "the Home page's steady-state demo, headless (proxy optimum, then transfer)"),
     "inspect": ("wdscale.checkpoint", "σ_top of your own checkpoints, matched by name across widths"),
 }
 

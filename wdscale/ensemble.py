@@ -82,6 +82,17 @@ def rms_norm(x: torch.Tensor, gain: torch.Tensor | None = None, eps: float = 1e-
     return y
 
 
+def singular_values(w: torch.Tensor) -> torch.Tensor:
+    """Singular values of a batch of matrices (E, out, in), descending: (E, min(out, in)).
+
+    Computed as sqrt(eigvalsh(W W^T)) on the smaller side: ~5x faster than ``torch.linalg.svdvals`` on the CPU
+    for the 128-256 wide matrices the app snapshots, and within ~1e-6 relative of it for the top singular
+    values (small ones lose digits like sigma_max^2 * eps / sigma, far below what a log-scale spectrum shows)."""
+    w = w.float()
+    g = w @ w.transpose(1, 2) if w.shape[1] <= w.shape[2] else w.transpose(1, 2) @ w
+    return torch.linalg.eigvalsh(g).flip(-1).clamp_min(0).sqrt()
+
+
 def _bcast(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (p.ndim - 1)))
 

@@ -28,20 +28,34 @@ WD_RANGE = (0.0, 100.0)
 
 
 # ---------------------------------------------------------------------------------------------
-# The demo study
+# The demo study (wdscale/demo.py): phase 1 here, phase 2 chosen from its records by ``demo_then``
 # ---------------------------------------------------------------------------------------------
-# The lr grid brackets the synthetic core's optimum at lam0 = 1 (~0.004); the top lr reaches 2.4 tau = 1/(eta lam)
-# at d = 256 under mu-P (4.8 under wd), where the sigma_top-vs-width difference between the rules shows.  300 steps
-# keep it near 30 CPU-seconds on one core (the whole demo must finish in < 60 s on a 2-core CPU).
-DEMO = dict(model="synthetic", widths=(64, 128, 256), base_width=64, rules=("mup", "wd"),
-            lrs=(0.002, 0.004, 0.008, 0.016, 0.032), wds=(1.0,), steps=300, seeds=(0,))
-
-
 def demo_configs(steps: int | None = None) -> list[RunConfig]:
-    """The Home page's one-click sweep.  ``WDSCALE_DEMO_STEPS`` shrinks it (tests)."""
-    steps = steps or int(os.environ.get("WDSCALE_DEMO_STEPS", DEMO["steps"]))
+    """The Home page's one-click study, phase 1 (the proxy's eta x lam grid).  ``WDSCALE_DEMO_STEPS`` shrinks
+    it (tests)."""
+    from .demo import proxy_configs
+
+    return proxy_configs(steps)
+
+
+def demo_then(steps: int | None = None):
+    """Phase 2 of the demo: the transfer grid around the proxy's optimum, from phase 1's records."""
+    from .demo import proxy_optimum, transfer_configs
+
+    def then(records: list[dict]) -> list[RunConfig]:
+        best = proxy_optimum(records)
+        return transfer_configs(best["eta0"], best["lam0"], steps)
+    return then
+
+
+def demo_member_steps(steps: int | None = None) -> int:
+    """Member-steps the demo trains from an empty store (both phases; twins at m = 1 counted once)."""
+    from .demo import DEMO, _steps
+
     d = DEMO
-    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], d["lrs"], d["wds"], steps, d["seeds"])
+    n1 = len(d["proxy_lrs"]) * len(d["proxy_wds"]) * len(d["seeds"])
+    n2 = len(d["lr_octaves"]) * len(d["seeds"]) * (1 + len(d["rules"]) * (len(d["widths"]) - 1))
+    return (n1 + n2) * _steps(steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +120,11 @@ def check_study(model: str, widths, base_width, rules, lrs, wds, steps, seeds=(0
 class Job:
     """The state one worker thread writes and the page reads (always under ``lock``)."""
 
-    def __init__(self, job_id: str, configs: list[RunConfig], label: str = ""):
+    def __init__(self, job_id: str, configs: list[RunConfig], label: str = "", then=None,
+                 expected_member_steps: int | None = None):
         self.id = job_id
+        self.then = then  # records of this phase -> configs of the next (the demo's two phases), or None
+        self.expected_member_steps = expected_member_steps
         self.label = label
         self.configs = configs
         self.lock = threading.Lock()
@@ -140,10 +157,11 @@ class Job:
     def on_event(self, e: dict) -> None:
         with self.lock:
             t = e["type"]
-            if t == "plan":
-                self.cached, self.to_train = e["cached"], e["to_train"]
-                self.total_member_steps = e["to_train"] * (self.configs[0].steps if self.configs else 0)
-                self._t_train = time.time()
+            if t == "plan":  # once per phase: counts add up over phases
+                self.cached += e["cached"]
+                self.to_train += e["to_train"]
+                self.total_member_steps += e["to_train"] * (self.configs[0].steps if self.configs else 0)
+                self._t_train = self._t_train or time.time()
             elif t == "chunk":
                 self.chunk = (e["index"] + 1, e["of"])
             elif t == "start":
@@ -174,12 +192,14 @@ class Job:
     # -- called from the page ------------------------------------------------------------------------
     def snapshot(self) -> dict:
         with self.lock:
-            frac = (self.done_member_steps / self.total_member_steps) if self.total_member_steps else (
-                1.0 if self.status == "done" else 0.0)
+            total = self.total_member_steps
+            if self.then is not None and self.expected_member_steps:  # phase 2 not planned yet: use the estimate
+                total = max(total, self.expected_member_steps)
+            frac = (self.done_member_steps / total) if total else (1.0 if self.status == "done" else 0.0)
             eta = None
             if self.status == "running" and self._t_train and self.done_member_steps > 0:
                 el = time.time() - self._t_train
-                eta = el / self.done_member_steps * (self.total_member_steps - self.done_member_steps)
+                eta = el / self.done_member_steps * max(0, total - self.done_member_steps)
             return {
                 "id": self.id, "label": self.label, "status": self.status, "error": self.error,
                 "n_runs": len(self.info), "cached": self.cached, "to_train": self.to_train,
@@ -219,12 +239,15 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
 
-    def submit(self, configs: list[RunConfig], label: str = "", opts: TrainOptions | None = None) -> str:
-        """Start (or queue) a job; returns its id.  Raises ValueError on configs that cannot run."""
+    def submit(self, configs: list[RunConfig], label: str = "", opts: TrainOptions | None = None, then=None,
+               expected_member_steps: int | None = None) -> str:
+        """Start (or queue) a job; returns its id.  Raises ValueError on configs that cannot run.
+
+        ``then(records) -> configs``, when given, is a second phase trained after the first (the demo)."""
         if not configs:
             raise ValueError("nothing to train")
         preflight(configs, opts.device if opts else self.device)
-        job = Job(uuid.uuid4().hex[:12], configs, label)
+        job = Job(uuid.uuid4().hex[:12], configs, label, then, expected_member_steps)
         opts = opts or TrainOptions(device=self.device)
         th = threading.Thread(target=self._work, args=(job, opts), daemon=True, name=f"wdscale-job-{job.id}")
         with self._lock:
@@ -254,8 +277,16 @@ class JobManager:
 
                     torch.set_num_threads(self.threads)
                 kw = dict(executor="ray", address=self.ray_address) if self.ray_address else {}
-                run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
-                          on_record=job.on_record, **kw)
+                recs = run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
+                                 on_record=job.on_record, **kw)
+                if job.then is not None and not job.cancel.is_set():
+                    more = job.then(recs)
+                    with job.lock:
+                        job.configs = job.configs + more
+                        job.info.update({c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd,
+                                                    "seed": c.seed} for c in more})
+                    run_sweep(more, store, opts, on_event=job.on_event, cancel=job.cancel, on_record=job.on_record,
+                              **kw)
                 status, err = ("cancelled" if job.cancel.is_set() else "done"), None
             except Exception as e:  # the page shows it; the thread must not die silently
                 status, err = "error", f"{type(e).__name__}: {e}"

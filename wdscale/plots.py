@@ -57,9 +57,66 @@ def _top_sv(rec: dict, params=None):
     return matrix_top_sv(rec, params)
 
 
+def _seed_means(rs: list[dict], param: str, metric: str) -> tuple[list[dict], list[dict]]:
+    """(ok, diverged) points of one curve, seeds averaged per x (as every optimum is taken); an x where any
+    seed diverged is drawn as diverged."""
+    by_x = defaultdict(list)
+    for r in rs:
+        by_x[r[param]].append(r)
+    ok, bad = [], []
+    for x in sorted(by_x):
+        g = by_x[x]
+        if any(r.get("diverged") or not _finite(r.get(metric)) for r in g):
+            bad.append(next(r for r in g if r.get("diverged") or not _finite(r.get(metric))))
+        else:
+            ok.append({**g[0], metric: float(np.mean([r[metric] for r in g])), "n_seeds": len(g)})
+    return ok, bad
+
+
 # ---------------------------------------------------------------------------------------------
 # The headline plots
 # ---------------------------------------------------------------------------------------------
+def drift_plot(rules: dict, threshold: float, title: str = "Where the optimal lr goes, per rule") -> go.Figure:
+    """Optimum drift (octaves per width doubling) per rule with its 95% CI, and the ±threshold band.
+
+    ``rules``: {rule: {"drift", "drift_ci": [lo, hi], "verdict"}} (``demo.summarize``'s ``rules``)."""
+    if not rules:
+        return _empty(title, "no verdict yet")
+    names = list(rules)
+    fig = go.Figure()
+    fig.add_hrect(y0=-threshold, y1=threshold, fillcolor="green", opacity=0.08, line_width=0,
+                  annotation_text=f"transfers: CI within ±{threshold:g}", annotation_position="top left")
+    fig.add_hline(y=0, line=dict(color="gray", dash="dot"))
+    for r in names:
+        v = rules[r]
+        lo, hi = v.get("drift_ci") or [None, None]
+        err = dict(type="data", symmetric=False, array=[hi - v["drift"]], arrayminus=[v["drift"] - lo]) \
+            if _finite(lo) and _finite(hi) else None
+        fig.add_trace(go.Scatter(x=[rule_label(r)], y=[v["drift"]], mode="markers", name=rule_label(r),
+                                 marker=dict(size=14, color=RULE_COLORS.get(r, "black")), error_y=err,
+                                 hovertemplate=f"{r}: drift %{{y:+.2f}} octaves/doubling<br>verdict "
+                                               f"{v.get('verdict', '')}<extra></extra>"))
+    fig.update_yaxes(title_text="optimum drift (octaves of η₀ per width doubling)", zeroline=False)
+    fig.update_layout(title=title, showlegend=False, **LAYOUT)
+    return fig
+
+
+def proxy_grid_plot(proxy: dict, title: str = "The proxy's own optimum: loss over η₀ × λ₀ at d₀") -> go.Figure:
+    """Heat map of the proxy's seed-mean loss over (η₀, λ₀) with its minimum starred and the η·λ ridge visible.
+
+    ``proxy``: ``demo.proxy_optimum``'s dict (lrs, wds, grid[lr][wd], eta0, lam0)."""
+    z = np.array([[np.nan if v is None else v for v in row] for row in proxy["grid"]], float).T  # (wds, lrs)
+    fig = go.Figure(go.Heatmap(
+        x=[f"{x:.3g}" for x in proxy["lrs"]], y=[f"{y:g}" for y in proxy["wds"]], z=z, colorscale="Viridis_r",
+        colorbar=dict(title="val loss"),
+        hovertemplate="η₀ %{x}<br>λ₀ %{y}<br>loss %{z:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[f"{proxy['eta0']:.3g}"], y=[f"{proxy['lam0']:g}"], mode="markers",
+                             marker=dict(symbol="star", size=18, color="white", line=dict(color="black", width=1)),
+                             name="optimum", hovertemplate="proxy optimum<extra></extra>"))
+    fig.update_xaxes(title_text="proxy lr η₀ (log grid)")
+    fig.update_yaxes(title_text="proxy λ₀ (torch weight_decay; log grid)")
+    fig.update_layout(title=title, **LAYOUT)
+    return fig
 def top_sv_vs_width(records: list[dict], fits: list[dict] | None = None, params=None,
                     title: str = "σ_top of the hidden matrices vs width") -> go.Figure:
     """σ_top (geometric mean over hidden matrices) vs width, one line per (rule, η₀, λ₀), log-log.
@@ -136,18 +193,17 @@ def loss_vs_param(records: list[dict], param: str = "lr", optima: dict | None = 
                 if r["rule"] == rule and r[other] == fv:
                     by_w[r["width"]].append(r)
             for w, rs in sorted(by_w.items()):
-                rs.sort(key=lambda r: r[param])
-                ok = [r for r in rs if not r.get("diverged") and _finite(r.get(metric))]
-                bad = [r for r in rs if r.get("diverged") or not _finite(r.get(metric))]
+                ok, bad = _seed_means(rs, param, metric)
                 lname = f"d={w}" + (f", {other}₀={fv:.3g}" if len(fixed) > 1 else "")
                 leg = lname not in shown
                 shown.add(lname)
                 fig.add_trace(go.Scatter(
                     x=[r[param] for r in ok], y=[r[metric] for r in ok], mode="lines+markers", name=lname,
                     legendgroup=lname, showlegend=leg, line=dict(color=colors[w], dash=dashes[k % len(dashes)]),
-                    customdata=[[r["matrix_lr"], r["matrix_wd"], r["run_id"]] for r in ok],
-                    hovertemplate=f"d={w}<br>{param}₀ %{{x:.3g}}<br>loss %{{y:.4g}}<br>matrix η %{{customdata[0]:.3g}}, "
-                                  f"λ %{{customdata[1]:.3g}}<br>run %{{customdata[2]}}<extra>{rule}</extra>"),
+                    customdata=[[r["matrix_lr"], r["matrix_wd"], r["run_id"], r["n_seeds"]] for r in ok],
+                    hovertemplate=f"d={w}<br>{param}₀ %{{x:.3g}}<br>loss %{{y:.4g}} (mean of %{{customdata[3]}} seeds)"
+                                  f"<br>matrix η %{{customdata[0]:.3g}}, λ %{{customdata[1]:.3g}}"
+                                  f"<br>run %{{customdata[2]}}<extra>{rule}</extra>"),
                     row=1, col=col)
                 if bad:
                     fig.add_trace(go.Scatter(

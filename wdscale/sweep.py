@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from .store import RunStore
 from .train import RunConfig, TrainOptions, train_ensemble
 
-MAX_MEMBERS = 32  # members per ensemble chunk: bounds memory, keeps batching efficient
+MAX_MEMBERS = 64  # members per ensemble chunk: bounds memory, keeps batching efficient (a demo width is 42)
 
 
 def expand_grid(model: str, widths: Iterable[int], base_width: int, rules: Iterable[str], lrs: Iterable[float],

@@ -1,93 +1,162 @@
-"""The synthetic core: a small normalized FFN learning a fixed random teacher (the paper's minimal setting).
+"""The synthetic core: a normalized residual MLP fitting a power-law random-feature teacher on a finite,
+noisy training set.  It is built to meet the steady-state argument's assumptions (docs/synthetic.md):
 
-    x (d_in) --W_in--> h0 (d) --[RMSNorm, gain, ReLU, W_l]*depth--> h --RMSNorm--> W_out / m --> y (d_out)
+    x (d_in)  --W_in-->  h (d)                                  embedding, fan-in d_in >= every width
+    per block: h <- h + W2 · n(relu(W1 · n(h)))                 W1, W2: d x d, the ``matrix`` class
+    y = W_out · n(h) / m                                         mu-P readout (1/m under mu-P rules)
 
-``W_in`` is the embedding class (fan-in d_in is fixed), the ``depth`` hidden d x d matrices are the
-``matrix`` class whose spectra the paper studies, ``W_out`` is the mu-P readout.  The teacher is a fixed
-random two-layer tanh network; data are fresh Gaussian inputs every step (no over-fitting, so the training
-loss on a held-out set is the validation metric).
+with n(.) = RMSNorm with a learned gain.  Why this shape:
+
+* **Full-rank, width-d inputs.**  Every hidden matrix sees an RMS-normalized width-d vector.  The input is
+  isotropic Gaussian with d_in = 256 >= the widths studied, so even the first block's W1 gets a rank-d input
+  (the previous core fed its first matrix a 32-dim input: its sigma_top grew with lam, against the law).
+* **Scale-invariant layers.**  W1 is exactly scale-invariant (relu is positively homogeneous and a norm follows),
+  so AdamW's norm equilibrium ||W||_F ~ sqrt(eta N / (2 lam)) holds for it as in Kosson et al.  W2's scale is
+  the *sublayer gain* (how much the block adds to the residual stream), the quantity Fan et al. argue must stay
+  width-invariant: its sigma_top is what the rules move.
+* **An interior LR optimum, and a job for weight decay.**  The teacher's random features carry a power-law
+  spectrum of coefficients (as in power-law random-feature models of scaling laws), the labels carry noise
+  (``noise``), and the training set is finite (``n_train``, revisited for many epochs).  Weight decay then
+  regularizes, the best (eta, lam) is interior, and at the proxy's optimum every matrix is many tau deep in the
+  steady state.  ``n_train=None`` gives the fresh-data variant (no over-fitting; decay only slows learning).
+
+The loss reported (``val_loss``) is the mean squared error on a fixed, clean held-out set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import astuple, dataclass
 
 import torch
 
 from .ensemble import EnsembleModule, elinear, rms_norm
 
+VERSION = 2  # part of a synthetic run's id: runs of the earlier core (version 1) are never reused as cached
+
 
 @dataclass
 class SyntheticConfig:
-    d_in: int = 32
-    d_out: int = 16
-    depth: int = 2
-    teacher_width: int = 128
+    d_in: int = 256
+    d_out: int = 8
+    depth: int = 2  # residual blocks, two hidden matrices each
     batch_size: int = 128
-    n_val: int = 2048
+    n_train: int | None = 2048  # finite training set (None: a fresh batch every step)
+    noise: float = 0.5  # label noise std on training targets (the targets have unit variance)
+    n_features: int = 2048  # teacher random features
+    power: float = 1.5  # teacher coefficient of feature k ~ k^-power/2 ... see Teacher
+    n_val: int = 1024
 
 
 class Teacher:
-    """A fixed random net y = A2 tanh(A1 x); outputs scaled to unit variance. Seeded, so always the same."""
+    """A fixed random-feature regression y = A · (c ⊙ relu(G x / sqrt(d_in))), outputs scaled to unit variance.
+
+    c_k = k^(-power/2): the target's energy along feature k falls as k^-power, a power-law spectrum, so a
+    model keeps finding smaller components the longer and wider it trains.  Seeded: always the same teacher.
+    """
 
     def __init__(self, cfg: SyntheticConfig, seed: int = 1234):
         g = torch.Generator().manual_seed(seed)
-        self.a1 = torch.randn(cfg.teacher_width, cfg.d_in, generator=g) * (2.0 / cfg.d_in ** 0.5)
-        self.a2 = torch.randn(cfg.d_out, cfg.teacher_width, generator=g) / cfg.teacher_width ** 0.5
-        x = torch.randn(4096, cfg.d_in, generator=g)
-        self.scale = 1.0 / self._raw(x).std()
+        k = torch.arange(1, cfg.n_features + 1, dtype=torch.float32)
+        self.g = torch.randn(cfg.n_features, cfg.d_in, generator=g) / cfg.d_in ** 0.5
+        self.a = torch.randn(cfg.d_out, cfg.n_features, generator=g) * k.pow(-cfg.power / 2)
+        x = torch.randn(8192, cfg.d_in, generator=g)
+        raw = self._raw(x)
+        self.mean, self.scale = raw.mean(0), 1.0 / raw.std(0)
 
     def _raw(self, x):
-        return torch.tanh(x @ self.a1.T) @ self.a2.T
+        f = torch.relu(x @ self.g.T)
+        return (f - f.mean(1, keepdim=True)) @ self.a.T
 
     def __call__(self, x):
-        return self._raw(x) * self.scale
+        return (self._raw(x) - self.mean) * self.scale
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(key: tuple) -> tuple:
+    """(x_train, y_train, x_val, y_val) on the CPU, built once per config (every width and ensemble shares it)."""
+    cfg = SyntheticConfig(*key)
+    teacher = Teacher(cfg)
+    gv = torch.Generator().manual_seed(99_991)  # the validation set is the same for every run
+    xv = torch.randn(cfg.n_val, cfg.d_in, generator=gv)
+    yv = teacher(xv)  # clean: the held-out loss measures the function learned, not the label noise
+    if cfg.n_train is None:
+        return None, None, xv, yv
+    gt = torch.Generator().manual_seed(4_242)
+    xt = torch.randn(cfg.n_train, cfg.d_in, generator=gt)
+    yt = teacher(xt) + cfg.noise * torch.randn(cfg.n_train, cfg.d_out, generator=gt)
+    return xt, yt, xv, yv
 
 
 class SyntheticData:
-    """Infinite stream of (x, y) batches from the teacher, deterministic in ``data_seed``."""
+    """Batches of (x, y): epochs over the finite training set in a ``data_seed``-determined order, or fresh
+    teacher samples when ``n_train`` is None.  ``val`` is the fixed clean held-out set."""
 
     def __init__(self, cfg: SyntheticConfig, data_seed: int = 0, device="cpu", dtype=torch.float32):
         self.cfg, self.device, self.dtype = cfg, device, dtype
-        self.teacher = Teacher(cfg)
+        xt, yt, xv, yv = _dataset(astuple(cfg))
         self.gen = torch.Generator().manual_seed(10_000 + int(data_seed))
-        gv = torch.Generator().manual_seed(99_991)  # the validation set is the same for every run
-        xv = torch.randn(cfg.n_val, cfg.d_in, generator=gv)
-        self.val = (xv.to(device, dtype), self.teacher(xv).to(device, dtype))
+        self.val = (xv.to(device, dtype), yv.to(device, dtype))
+        self.teacher = None if xt is not None else Teacher(cfg)
+        if xt is not None:
+            self.train = (xt.to(device, dtype), yt.to(device, dtype))
+            self.perm, self.pos = None, 0
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        x = torch.randn(self.cfg.batch_size, self.cfg.d_in, generator=self.gen)
-        return x.to(self.device, self.dtype), self.teacher(x).to(self.device, self.dtype)
+        B = self.cfg.batch_size
+        if self.teacher is not None:
+            x = torch.randn(B, self.cfg.d_in, generator=self.gen)
+            return x.to(self.device, self.dtype), self.teacher(x).to(self.device, self.dtype)
+        n = self.cfg.n_train
+        if self.perm is None or self.pos + B > n:  # a new epoch (the tail shorter than a batch is skipped)
+            self.perm, self.pos = torch.randperm(n, generator=self.gen).to(self.device), 0
+        idx = self.perm[self.pos:self.pos + B]
+        self.pos += B
+        return self.train[0][idx], self.train[1][idx]
 
 
 class SyntheticFFN(EnsembleModule):
+    """The normalized residual MLP, E members at one width, parameters (E, ...)."""
+
     def __init__(self, n_members: int, width: int, cfg: SyntheticConfig | None = None):
         super().__init__(n_members, width)
         self.cfg = cfg = cfg or SyntheticConfig()
         d = width
         self.add("w_in", (d, cfg.d_in), "embedding")
         for l in range(cfg.depth):
-            self.add(f"norm{l}", (d,), "vector", fill=1.0)
-            self.add(f"h{l}", (d, d), "matrix")
+            self.add(f"norm{l}a", (d,), "vector", fill=1.0)
+            self.add(f"w1_{l}", (d, d), "matrix")
+            self.add(f"norm{l}b", (d,), "vector", fill=1.0)
+            self.add(f"w2_{l}", (d, d), "matrix")
         self.add("norm_out", (d,), "vector", fill=1.0)
         self.add("w_out", (cfg.d_out, d), "readout")
+
+    def init_std(self, name: str, cls: str, shape: tuple) -> float | None:
+        if cls == "embedding":
+            return 1.0 / self.cfg.d_in ** 0.5  # a dense Gaussian input: unit-scale coordinates of h at init
+        return super().init_std(name, cls, shape)
 
     def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
         """x (B, d_in) shared by all members, or (E, B, d_in). Returns (E, B, d_out).
 
-        ``capture``, when given, receives each hidden matrix's input and output (for sublayer-gain and
-        Kosson measures)."""
-        if x.ndim == 2:
-            x = x.unsqueeze(0).expand(self.E, *x.shape)
-        h = elinear(x, self.w_in)
+        ``capture``, when given, receives each hidden matrix's (input, output) for sublayer-gain and Kosson
+        measures."""
+        if x.ndim == 2:  # one input for every member: a single (B, d_in) x (d_in, E*d) GEMM, not E small ones
+            E, d = self.w_in.shape[:2]
+            h = (x @ self.w_in.reshape(E * d, -1).T).view(x.shape[0], E, d).transpose(0, 1)  # (E, B, d)
+        else:
+            h = elinear(x, self.w_in)  # (E, B, d)
         for l in range(self.cfg.depth):
-            u = torch.relu(rms_norm(h, getattr(self, f"norm{l}")))
-            h = elinear(u, getattr(self, f"h{l}"))
+            u = rms_norm(h, getattr(self, f"norm{l}a"))
+            z = elinear(u, getattr(self, f"w1_{l}"))
+            v = rms_norm(torch.relu(z), getattr(self, f"norm{l}b"))
+            o = elinear(v, getattr(self, f"w2_{l}"))
             if capture is not None:
-                capture[f"h{l}"] = (u, h)
-        y = elinear(rms_norm(h, self.norm_out), self.w_out)
+                capture[f"w1_{l}"], capture[f"w2_{l}"] = (u, z), (v, o)
+            h = h + o
+        y = elinear(rms_norm(h, self.norm_out), self.w_out)  # (E, B, d_out)
         return y * self.readout_mult.view(-1, 1, 1).to(y.dtype)
 
     def loss(self, batch) -> torch.Tensor:

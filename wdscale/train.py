@@ -22,6 +22,10 @@ from .rules import RULES, check_positive, resolve
 MODELS = ("synthetic", "transformer")
 SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
+# Part of every run id: a model whose maths changed gets a new version, so runs of the old one are never reused
+# as "cached" (synthetic 2: the normalized residual MLP on a finite power-law task; transformer 2: one attention
+# scale 1/sqrt(head_dim) for every rule).
+MODEL_VERSIONS = {"synthetic": 2, "transformer": 2}
 # Bounds on what one config may ask for: far beyond any study this tool is for, well below what would exhaust
 # memory before a check could run (the loss history alone is steps x members floats).
 MAX_STEPS = 1_000_000
@@ -63,6 +67,7 @@ class RunConfig:
 
     def canonical(self) -> dict:
         d = dataclasses.asdict(self)
+        d["model_version"] = MODEL_VERSIONS[self.model]
         if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
             for k in ("seq_len", "head_dim", "corpus"):
                 d.pop(k)
@@ -206,13 +211,42 @@ class TrainOptions:
     callbacks: list = field(default_factory=list)  # f(step, model, batch, opt) -> None, after each step
 
 
+def _twins(configs: list[RunConfig], resolved: list) -> list[int]:
+    """For each config, the index of the first config that is the same member: same seeds and the same
+    parametrization.  At the proxy width (m = 1) every mu-P rule resolves to the same numbers, so a demo's
+    mup/wd/indep members there are one training run, stored under each rule's id."""
+    first: dict = {}
+    out = []
+    for i, (c, r) in enumerate(zip(configs, resolved)):
+        key = (c.seed, c.data_seed, c.schedule, c.warmup, r.readout_mult,
+               tuple(sorted((k, g["lr"], g["wd"]) for k, g in r.groups.items())))
+        out.append(first.setdefault(key, i))
+    return out
+
+
 def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
                    on_event: Callable[[dict], None] | None = None,
                    cancel: threading.Event | None = None) -> list[dict]:
-    """Train configs (one group_key) as one ensemble; return a result dict per config (same order)."""
+    """Train configs (one group_key) as one ensemble; return a result dict per config (same order).
+
+    Configs that resolve to the very same member (see ``_twins``) are trained once."""
     opts = opts or TrainOptions()
     if len({c.group_key() for c in configs}) != 1:
         raise ValueError("configs of one ensemble must share model, width, steps, schedule and data")
+    resolved_all = [c.resolved() for c in configs]
+    twin = _twins(configs, resolved_all)
+    uniq = sorted(set(twin))
+    if len(uniq) < len(configs):
+        slot = {j: k for k, j in enumerate(uniq)}
+        res = _train_unique([configs[j] for j in uniq], opts, on_event, cancel)
+        out = []
+        for c, r, t in zip(configs, resolved_all, twin):
+            out.append({**res[slot[t]], "config": c, "run_id": c.run_id, "resolved": r})
+        return out
+    return _train_unique(configs, opts, on_event, cancel)
+
+
+def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel) -> list[dict]:
     emit = on_event or (lambda e: None)
     c0 = configs[0]
     E, steps = len(configs), c0.steps
@@ -221,7 +255,7 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     resolved = [c.resolved() for c in configs]
     for i, (c, r) in enumerate(zip(configs, resolved)):
         model.init_member(i, c.seed, r)
-    from .ensemble import EnsembleAdamW
+    from .ensemble import EnsembleAdamW, singular_values
 
     opt = EnsembleAdamW(model, resolved)
     # A fixed, step-only cadence keeps stored spectra identical between reruns; the gap bounds the SVD cost of
@@ -230,8 +264,13 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     event_every = opts.event_every or max(1, steps // 100)
     check_every = 1 if dev.type == "cpu" else 10  # a divergence check is a host sync
     evals = set(eval_steps(steps, opts.n_evals))
-    factors = torch.tensor([[lr_factor(c, s) for c in configs] for s in range(steps)], dtype=torch.float64,
-                           device=dev)
+    constant = all(c.schedule == "constant" for c in configs)
+    ones = torch.ones(E, dtype=torch.float64, device=dev)
+
+    def factors(step):  # per step, never a (steps x members) table: steps may be large
+        if constant:
+            return ones
+        return torch.tensor([lr_factor(c, step) for c in configs], dtype=torch.float64, device=dev)
 
     alive = torch.ones(E, dtype=torch.bool, device=dev)
     diverged_step = [None] * E
@@ -244,7 +283,19 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
         spectra["steps"].append(step)
         with torch.no_grad():
             for n, p in model.matrices().items():
-                spectra[n].append(torch.linalg.svdvals(p.detach().float()).cpu())
+                w = p.detach().float()
+                ok = torch.isfinite(w).flatten(1).all(1)
+                if bool(ok.all()):
+                    sv = singular_values(w).cpu()
+                else:  # a member with inf/NaN weights: no SVD (it would fail for all), and it is diverged
+                    sv = torch.full((w.shape[0], min(w.shape[1:])), float("nan"))
+                    if bool(ok.any()):
+                        sv[ok.cpu()] = singular_values(w[ok]).cpu()
+                    for i in torch.nonzero(~ok).flatten().tolist():
+                        if diverged_step[i] is None:
+                            diverged_step[i] = step
+                    alive.logical_and_(ok)
+                spectra[n].append(sv)
         emit({"type": "spectra", "width": c0.width, "step": step,
               "top_sv": {n: spectra[n][-1][:, 0].tolist() for n in model.matrices()}})
 
@@ -270,7 +321,7 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
                     diverged_step[i] = step
                 alive &= ~bad
         torch.where(alive, loss, 0.0).sum().backward()
-        opt.step(factors[step], alive)
+        opt.step(factors(step), alive)
         opt.zero_grad()
         for cb in opts.callbacks:
             cb(step, model, batch, opt)

@@ -10,8 +10,14 @@ The transfer verdict reads a stored sweep (records as ``RunStore.records()`` ret
 * its drift in octaves per doubling of width (``analysis.drift_octaves``; 0 = perfect transfer),
 * the regret of transferring: loss at each width when trained at the proxy's (smallest width's) optimal lr,
   read off the width's loss curve by linear interpolation in log lr, minus that width's best measured loss,
-* PASS when |drift| <= threshold (and max regret <= regret_threshold, if given); INCONCLUSIVE when an optimum
-  sits on the edge of the grid (the true optimum may lie outside it, so the drift is a bound, not a value).
+* a 95% bootstrap CI of the drift: over seeds (seeds are averaged before any optimum is taken), or over the
+  loss curve's noise when there is one seed (``analysis.drift_ci``),
+* PASS ("transfers") only when the whole CI lies within +-threshold (and max regret <= regret_threshold, if
+  given); FAIL when the whole CI lies outside; INCONCLUSIVE when the CI straddles the threshold, an optimum sits
+  on the edge of the grid (the true optimum may lie outside it), or a run stopped before MIN_TAUS tau.
+
+``compare_rules`` ranks the rules of one study by |drift| (then regret) and names the best one in a sentence;
+the ranking is inconclusive when the best rule's CI overlaps the runner-up's.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import math
 from collections import defaultdict
 
 MIN_TAUS = 3.0
-DEFAULT_THRESHOLD = 0.5  # octaves of optimum per doubling of width
+DEFAULT_THRESHOLD = 0.25  # octaves of optimum per doubling of width
 HORIZON_FRACTIONS = (0.25, 0.5, 1.0)
 
 
@@ -74,18 +80,6 @@ def _config_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-def _loss_at(rec: dict, step: int | None) -> float:
-    """Validation loss of a run (final, or the eval at ``step``); +inf once it has diverged."""
-    ds = rec.get("diverged_step")
-    if step is None:
-        v = None if rec.get("diverged") else rec.get("final_loss")
-    else:
-        if rec.get("diverged") and (ds is None or ds < step):  # frozen at diverged_step (0-based)
-            return math.inf
-        v = (rec.get("evals") or {}).get(str(step))
-    return float(v) if v is not None and math.isfinite(float(v)) else math.inf
-
-
 def nearest_eval_step(rec: dict, fraction: float) -> int | None:
     """The recorded eval step closest to fraction * steps."""
     steps = [int(s) for s in (rec.get("evals") or {})]
@@ -100,26 +94,13 @@ def _groups(records: list[dict], param: str) -> dict:
 
     So a sweep with several wds gives one lr verdict per wd (and per rule, model, steps, schedule, ...)."""
     skip = {"width", param, "seed", "data_seed"}
-    fields = [f for f in _config_fields() if f not in skip]
+    fields = [f for f in _config_fields() if f not in skip] + ["model_version"]  # never mix model versions
     out = defaultdict(list)
     for r in records:
         if r.get("status", "done") != "done":
             continue
         out[tuple((f, r.get(f)) for f in fields)].append(r)
     return out
-
-
-def _curves(recs: list[dict], param: str, metric: str, step: int | None) -> dict:
-    """{width: (sorted xs, mean loss over seeds per x)}; a diverged seed makes that x +inf (unsafe lr)."""
-    by = defaultdict(lambda: defaultdict(list))
-    for r in recs:
-        if metric == "final_loss":
-            v = _loss_at(r, step)
-        else:
-            v = r.get(metric)
-            v = float(v) if v is not None and math.isfinite(float(v)) else math.inf
-        by[r["width"]][float(r[param])].append(v)
-    return {w: (sorted(d), [sum(d[x]) / len(d[x]) for x in sorted(d)]) for w, d in sorted(by.items())}
 
 
 def _describe(key: tuple, param: str) -> dict:
@@ -131,17 +112,18 @@ def _describe(key: tuple, param: str) -> dict:
 
 def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "final_loss",
                      threshold: float = DEFAULT_THRESHOLD, step: int | None = None,
-                     regret_threshold: float | None = None, min_taus: float = MIN_TAUS) -> list[dict]:
-    """Per rule (and per fixed other hyper-parameter): optimum per width, drift, regret, verdict.
+                     regret_threshold: float | None = None, min_taus: float = MIN_TAUS,
+                     n_boot: int = 400) -> list[dict]:
+    """Per rule (and per fixed other hyper-parameter): optimum per width, drift with CI, regret, verdict.
 
     Only groups with >= 2 widths and >= 3 values of ``param`` at every width are judged (others are skipped).
     ``step`` reads the validation loss at that eval step instead of the final loss (see ``horizon_check``).
     Each dict: rule, the fixed other param, model, base_width, steps, param, metric, step, widths,
-    optima {width: {x_opt, loss_opt, method, best_loss}}, proxy_width, proxy_x_opt, drift, regret {width: r},
-    max_regret, threshold, regret_threshold, passed (True/False/None), verdict (PASS/FAIL/INCONCLUSIVE),
-    notes (list of strings), min_steps_over_tau.
+    optima {width: {x_opt, loss_opt, method, best_loss, n_diverged}}, proxy_width, proxy_x_opt, drift,
+    drift_ci (low, high), n_seeds, regret {width: r}, max_regret, threshold, regret_threshold,
+    passed (True/False/None), verdict (PASS/FAIL/INCONCLUSIVE), notes (list of strings), min_steps_over_tau.
     """
-    from .analysis import drift_octaves, interp_loss, optimum
+    from .analysis import drift_ci, drift_octaves, interp_loss, optimum, seed_mean, seed_mean_curves
 
     if param not in ("lr", "wd"):
         raise ValueError(f"param must be 'lr' or 'wd', got {param!r}")
@@ -149,7 +131,8 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
         raise ValueError(f"threshold must be a finite number > 0, got {threshold}")
     out = []
     for key, recs in _groups(records, param).items():
-        curves = _curves(recs, param, metric, step)
+        per_seed = seed_mean_curves(recs, param, step, metric)
+        curves = {w: seed_mean(c) for w, c in per_seed.items()}
         if len(curves) < 2 or min(len(xs) for xs, _ in curves.values()) < 3:
             continue
         notes = []
@@ -167,6 +150,8 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
         proxy = min(curves)
         x0 = optima[proxy]["x_opt"]
         drift = drift_octaves({w: o["x_opt"] for w, o in optima.items()})
+        ci = drift_ci(per_seed, n_boot=n_boot) if math.isfinite(drift) else (math.nan, math.nan)
+        n_seeds = min(min(len(v) for v in c.values()) for c in per_seed.values())
         regret = {}
         for w, (xs, ls) in curves.items():
             best = optima[w]["best_loss"]
@@ -180,22 +165,71 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
         max_regret = max(r for w, r in regret.items() if w != proxy) if len(regret) > 1 else 0.0
         taus = [t for t in (record_taus(r) for r in recs) if t is not None]
         min_tau = min(taus) if taus else None
-        if min_tau is not None and min_tau < min_taus:
+        short = min_tau is not None and min_tau < min_taus
+        if short:
             notes.append(f"some runs stop at {min_tau:.2g} tau < {min_taus:g} tau (tau = 1/(lr*wd)): "
                          "not steady-state evidence")
-        ok = math.isfinite(drift) and abs(drift) <= threshold
-        if regret_threshold is not None:
-            ok = ok and max_regret <= regret_threshold
-        if not math.isfinite(drift) or any(o["method"] in ("edge", "none") for o in optima.values()):
+        lo, hi = ci if all(math.isfinite(c) for c in ci) else (drift, drift)
+        regret_ok = regret_threshold is None or max_regret <= regret_threshold
+        if not math.isfinite(drift) or short or any(o["method"] in ("edge", "none") for o in optima.values()):
             passed, verdict = None, "INCONCLUSIVE"
+        elif -threshold <= lo and hi <= threshold and regret_ok:
+            passed, verdict = True, "PASS"
+        elif lo > threshold or hi < -threshold or not regret_ok:
+            passed, verdict = False, "FAIL"
         else:
-            passed, verdict = ok, "PASS" if ok else "FAIL"
+            passed, verdict = None, "INCONCLUSIVE"
+            notes.append(f"the drift's 95% CI [{lo:+.2f}, {hi:+.2f}] straddles the threshold ±{threshold:g}: "
+                         "add seeds or widths")
         out.append({**_describe(key, param), "param": param, "metric": metric, "step": step,
                     "widths": sorted(curves), "optima": optima, "proxy_width": proxy, "proxy_x_opt": x0,
-                    "drift": drift, "regret": regret, "max_regret": max_regret, "threshold": threshold,
-                    "regret_threshold": regret_threshold, "passed": passed, "verdict": verdict, "notes": notes,
-                    "min_steps_over_tau": min_tau})
+                    "drift": drift, "drift_ci": list(ci), "n_seeds": n_seeds, "regret": regret,
+                    "max_regret": max_regret, "threshold": threshold, "regret_threshold": regret_threshold,
+                    "passed": passed, "verdict": verdict, "notes": notes, "min_steps_over_tau": min_tau})
     out.sort(key=lambda v: (v["model"], v["rule"], v.get("wd", v.get("lr")), v["steps"]))
+    return out
+
+
+def compare_rules(verdicts: list[dict]) -> list[dict]:
+    """Rank the rules of each study (same model, fixed param, steps, base width) by |drift|, then max regret.
+
+    Each dict: model, param, fixed (the other param's value), steps, ranking [rule...], best_rule,
+    conclusive (False when an optimum is on a grid edge, a run is < MIN_TAUS tau, or the best rule's drift CI
+    overlaps the runner-up's), reasons [..], sentence (one line with the numbers)."""
+    groups = defaultdict(list)
+    for v in verdicts:
+        other = "wd" if v["param"] == "lr" else "lr"
+        groups[(v["model"], v["param"], v.get(other), v["steps"], v["base_width"])].append(v)
+    out = []
+    for (model, param, fixed, steps, base), vs in groups.items():
+        vs = sorted(vs, key=lambda v: (abs(v["drift"]) if math.isfinite(v["drift"]) else math.inf,
+                                       v["max_regret"]))
+        best = vs[0]
+        reasons = []
+        for v in vs:
+            if any(o["method"] in ("edge", "none") for o in v["optima"].values()):
+                reasons.append(f"{v['rule']}: an optimum sits on the grid edge")
+            if v["min_steps_over_tau"] is not None and v["min_steps_over_tau"] < MIN_TAUS:
+                reasons.append(f"{v['rule']}: runs below {MIN_TAUS:g} tau")
+        if len(vs) > 1:
+            a, b = best["drift_ci"], vs[1]["drift_ci"]
+            if all(math.isfinite(x) for x in (*a, *b)) and not (a[1] < b[0] or b[1] < a[0]):
+                reasons.append(f"the drift CIs of {best['rule']} and {vs[1]['rule']} overlap")
+
+        def fmt(v):
+            lo, hi = v["drift_ci"]
+            ci = f" (95% CI {lo:+.2f} to {hi:+.2f})" if math.isfinite(lo) else ""
+            return f"{v['rule']} {v['drift']:+.2f}{ci}"
+
+        others = "; ".join(fmt(v) for v in vs[1:])
+        head = (f"Best rule: {best['rule']}" if not reasons else f"Inconclusive, best so far: {best['rule']}")
+        sentence = (f"{head}: its optimal {param} drifts {fmt(best).split(' ', 1)[1]} octaves per width doubling"
+                    + (f", against {others}" if others else "") + f" (threshold ±{best['threshold']:g}).")
+        if reasons:
+            sentence += " Why inconclusive: " + "; ".join(reasons) + "."
+        out.append({"model": model, "param": param, "fixed": fixed, "steps": steps, "base_width": base,
+                    "ranking": [v["rule"] for v in vs], "best_rule": best["rule"], "conclusive": not reasons,
+                    "reasons": reasons, "sentence": sentence})
     return out
 
 

@@ -1,0 +1,227 @@
+"""The one-click demo (Home page) and ``wdscale demo``: a small steady-state transfer study, in two phases.
+
+1. **The proxy's own optimum.**  An eta x lam sweep at the proxy width d0, seeds averaged: (eta0, lam0) is its
+   minimum, as the paper does it ("zero-shot transfer of both learning rate and weight decay").  lam0 is never
+   picked to make the runs long enough; the horizon is fixed and the proxy decides.
+2. **Transfer.**  Widths d0, 2 d0, 4 d0 under ``mup`` (lam fixed), ``wd`` (lam ~ sqrt(d), Fan et al.) and ``indep``
+   (eta*lam fixed, lam ~ d), at lam0 and an lr grid around eta0.  The grid reaches 2.5 octaves above eta0
+   because under mu-P with lam fixed the optimum moves *up* with width in this setting (measured: about +0.7
+   octaves per doubling), and half an octave below it.
+
+Every member reaches >= 3 tau = 1/(eta*lam) of its matrix class (``min_steps_over_tau`` says how many), on the
+synthetic core built for the argument's assumptions (wdscale/synthetic.py, docs/synthetic.md).
+
+Both phases go through ``run_sweep``: cached in the store like every sweep, so a rerun is instant.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from .analysis import fit_power_law, matrix_top_sv, seed_mean, seed_mean_curves
+from .rules import RULE_INFO, rule_exponents
+from .sweep import expand_grid, run_sweep
+from .train import RunConfig, TrainOptions
+from .verdict import compare_rules, transfer_verdict
+
+DEMO = dict(
+    model="synthetic", base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), steps=1000, seeds=(0, 1),
+    # phase 1: half-octave lr grid x three lams at d0
+    proxy_lrs=tuple(round(2e-3 * 2 ** (k / 2), 6) for k in range(1, 8)),  # 2.8e-3 .. 2.3e-2
+    proxy_wds=(1.0, 3.0, 10.0),
+    # phase 2: lr = eta0 * 2^octave
+    lr_octaves=(-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5),
+)
+
+
+def _steps(steps: int | None) -> int:
+    import os
+
+    return int(steps or os.environ.get("WDSCALE_DEMO_STEPS", DEMO["steps"]))
+
+
+def proxy_configs(steps: int | None = None, spec: dict | None = None) -> list[RunConfig]:
+    """Phase 1: the eta x lam grid at the proxy width (rule ``mup``: at m = 1 every mu-P rule is the same)."""
+    d = spec or DEMO
+    return expand_grid(d["model"], [d["base_width"]], d["base_width"], ["mup"], d["proxy_lrs"], d["proxy_wds"],
+                       _steps(steps), d["seeds"])
+
+
+def proxy_optimum(records: list[dict]) -> dict:
+    """(eta0, lam0) = the seed-averaged minimum of the proxy's eta x lam grid; also the grid and whether the
+    minimum is interior in each direction."""
+    lrs = sorted({r["lr"] for r in records})
+    wds = sorted({r["wd"] for r in records})
+    grid = np.full((len(lrs), len(wds)), np.inf)
+    for j, wd in enumerate(wds):
+        curve = seed_mean_curves([r for r in records if r["wd"] == wd], "lr").get(records[0]["width"], {})
+        for x, l in zip(*seed_mean(curve)):
+            grid[lrs.index(x), j] = l
+    if not np.isfinite(grid).any():
+        raise RuntimeError("every proxy run diverged: no optimum to transfer")
+    i, j = np.unravel_index(np.argmin(grid), grid.shape)
+    return {"eta0": lrs[i], "lam0": wds[j], "loss": float(grid[i, j]), "lrs": lrs, "wds": wds,
+            "grid": [[None if not math.isfinite(v) else float(v) for v in row] for row in grid],
+            "eta_interior": 0 < i < len(lrs) - 1, "lam_interior": 0 < j < len(wds) - 1}
+
+
+def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: dict | None = None) -> list[RunConfig]:
+    d = spec or DEMO
+    lrs = [eta0 * 2 ** o for o in d["lr_octaves"]]
+    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], lrs, [lam0], _steps(steps), d["seeds"])
+
+
+def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None, on_record=None,
+             steps: int | None = None, spec: dict | None = None) -> dict:
+    """Both phases into ``store``; returns ``summarize``'s dict (``partial`` when cancelled)."""
+    t0 = time.perf_counter()
+    kw = dict(opts=opts, on_event=on_event, cancel=cancel, on_record=on_record)
+    proxy = run_sweep(proxy_configs(steps, spec), store, **kw)
+    if cancel is not None and cancel.is_set():
+        return {"partial": True, "seconds": time.perf_counter() - t0}
+    best = proxy_optimum(proxy)
+    recs = run_sweep(transfer_configs(best["eta0"], best["lam0"], steps, spec), store, **kw)
+    out = summarize(proxy, recs)
+    out["seconds"] = time.perf_counter() - t0
+    out["partial"] = bool(cancel is not None and cancel.is_set())
+    return out
+
+
+def top_sv_exponents(records: list[dict], lr: float) -> dict:
+    """Per rule: the width exponent of sigma_top (geometric mean over the hidden matrices, seeds pooled) at the
+    proxy lr eta0, with its CI; and per matrix name."""
+    out = {}
+    for rule in sorted({r["rule"] for r in records}):
+        sel = [r for r in records if r["rule"] == rule and math.isclose(r["lr"], lr, rel_tol=1e-9)
+               and not r["diverged"]]
+        if len({r["width"] for r in sel}) < 2:
+            continue
+        fit = fit_power_law([r["width"] for r in sel], [matrix_top_sv(r) or np.nan for r in sel], n_boot=300)
+        names = sorted(n for n, c in sel[0]["param_class"].items() if c == "matrix")
+        per = {n: fit_power_law([r["width"] for r in sel], [r["top_sv"].get(n) or np.nan for r in sel],
+                                n_boot=0)["exponent"] for n in names}
+        a, b = rule_exponents(rule)
+        out[rule] = {"exponent": fit["exponent"], "ci": [fit["ci_low"], fit["ci_high"]], "per_matrix": per,
+                     # sigma_top ~ sqrt(eta/lam) d^alpha with eta ~ m^-a, lam ~ m^b: alpha = exponent + (a+b)/2
+                     "alpha": fit["exponent"] + (a + b) / 2}
+    return out
+
+
+def summarize(proxy: list[dict], recs: list[dict]) -> dict:
+    """The demo's JSON: proxy optimum, per-run records, per-rule drift/CI/sigma_top exponent/optima, best rule."""
+    best = proxy_optimum(proxy)
+    verdicts = transfer_verdict(recs, "lr")
+    cmp = compare_rules(verdicts)
+    sv = top_sv_exponents(recs, best["eta0"])
+    taus = [(r.get("groups") or {}).get("matrix", {}).get("steps_over_tau") for r in proxy + recs]
+    rules = {}
+    for v in verdicts:
+        rules[v["rule"]] = {
+            "drift": v["drift"], "drift_ci": v["drift_ci"], "verdict": v["verdict"], "notes": v["notes"],
+            "top_sv_exponent": sv.get(v["rule"], {}).get("exponent"),
+            "top_sv_exponent_ci": sv.get(v["rule"], {}).get("ci"),
+            "top_sv_alpha": sv.get(v["rule"], {}).get("alpha"),
+            "top_sv_exponent_per_matrix": sv.get(v["rule"], {}).get("per_matrix"),
+            "optima": {w: o["x_opt"] for w, o in v["optima"].items()},
+            "best_loss": {w: o["best_loss"] for w, o in v["optima"].items()},
+            "on_edge": [w for w, o in v["optima"].items() if o["method"] in ("edge", "none")],
+            "max_regret": v["max_regret"], "info": RULE_INFO[v["rule"]],
+        }
+    c = cmp[0] if cmp else {}
+    alphas = [s["alpha"] for s in sv.values() if s.get("alpha") is not None and math.isfinite(s["alpha"])]
+    alpha = float(np.mean(alphas)) if alphas else float("nan")
+    return {
+        "proxy": best, "base_width": recs[0]["base_width"] if recs else None,
+        "widths": sorted({r["width"] for r in recs}), "steps": recs[0]["steps"] if recs else None,
+        "min_steps_over_tau": min(t for t in taus if t is not None) if any(t is not None for t in taus) else None,
+        "runs": [_run_row(r) for r in recs], "n_proxy_runs": len(proxy), "rules": rules,
+        "best_rule": c.get("best_rule"), "conclusive": c.get("conclusive", False), "ranking": c.get("ranking", []),
+        "sentence": c.get("sentence", "no verdict: too few widths or lrs"),
+        "alpha": alpha, "implied_lambda_exponent": 2 * alpha - 1 if math.isfinite(alpha) else None,
+        "threshold": verdicts[0]["threshold"] if verdicts else None,
+    }
+
+
+def _run_row(r: dict) -> dict:
+    return {k: r.get(k) for k in ("run_id", "rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged",
+                                  "matrix_lr", "matrix_wd", "top_sv", "param_class")}
+
+
+def format_summary(s: dict) -> str:
+    p = s["proxy"]
+    lines = [f"proxy d0={s['base_width']}: eta0={p['eta0']:.3g}, lam0={p['lam0']:g} (loss {p['loss']:.4f}; "
+             f"interior in eta: {'yes' if p['eta_interior'] else 'NO'}, in lam: {'yes' if p['lam_interior'] else 'NO'})",
+             f"widths {s['widths']}, {s['steps']} steps, every run >= {s['min_steps_over_tau']:.1f} tau "
+             f"(tau = 1/(eta*lam), torch AdamW's per-step decay is eta*lam)",
+             f"{'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  optimal eta0"]
+    for rule, r in s["rules"].items():
+        lo, hi = r["drift_ci"]
+        opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
+        lines.append(f"{rule:6} {r['drift']:>+22.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} "
+                     f"{(r['top_sv_exponent'] or float('nan')):>+15.2f} {r['verdict']:>13}  {opt}")
+    lines.append(s["sentence"])
+    if s.get("implied_lambda_exponent") is not None:
+        lines.append(f"sigma_top ~ sqrt(eta/lam) d^{s['alpha']:.2f} here (paper: d^0.75), so lam ~ "
+                     f"d^{s['implied_lambda_exponent']:.2f} would hold it flat under eta ~ 1/d (paper: d^0.5).")
+    lines.append(f"{s['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# -- CLI plugin: ``wdscale demo`` -----------------------------------------------------------------------------
+def configure(p) -> None:
+    p.description = ("The Home page's demo, headless: the proxy's eta x lam optimum at d0, then a steady-state "
+                     "transfer study (mup, wd, indep) at 3 widths, into the store (cached like every sweep).")
+    p.add_argument("--out", default=None, help="data dir (default $WDSCALE_DATA or ./runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+
+
+def run(args) -> int:
+    import os
+
+    import torch
+
+    from .store import RunStore, _clean
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    store = RunStore(args.out)
+    bar = _bar() if not args.json else None
+    try:
+        s = run_demo(store, TrainOptions(device=args.device), on_event=bar)
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        print(json.dumps(_clean(s)))
+    else:
+        print(format_summary(s))
+    return 0
+
+
+def _bar():
+    """Progress on stderr: one line per ensemble, steps as they go."""
+    from tqdm import tqdm
+
+    class Bar:
+        t = None
+
+        def __call__(self, e):
+            if e["type"] == "start":
+                if self.t:
+                    self.t.close()
+                self.t = tqdm(total=e["steps"], desc=f"width {e['width']} x {e['n_members']} members",
+                              unit="step", file=sys.stderr, disable=None, leave=False)
+            elif e["type"] in ("step", "done") and self.t:
+                self.t.n = e["step"]
+                self.t.refresh()
+
+        def close(self):
+            if self.t:
+                self.t.close()
+
+    return Bar()
