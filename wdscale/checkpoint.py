@@ -186,16 +186,18 @@ def krylov_top_sv(W: torch.Tensor, V0: torch.Tensor, max_steps: int = 40, tol: f
     V of the Krylov space span{V0, WᵀW V0, (WᵀW)² V0, ...}; the Rayleigh-Ritz value √λ_max(VᵀWᵀWV) is a lower
     bound on σ_top that converges without needing a gap between σ₁ and σ₂ (block Krylov, Musco & Musco 2015).
     Stops after ``max_steps`` or when it moves by less than ``tol`` (relative).  fp32 products, fp64 basis.
-    The returned Ritz vectors (best first, as many as V0 has columns) warm-start the next call on a matrix
-    that has moved a little (``monitor.SpectralMonitor``)."""
+    The returned Ritz vectors (CPU fp32, best first, as many as V0 has columns) warm-start the next call on a
+    matrix that has moved a little (``monitor.SpectralMonitor``)."""
     if W.shape[0] < W.shape[1]:
         W = W.T  # a view: keep the long side first, the basis lives on the short side
     n, block = W.shape[1], V0.shape[1]
-    V = torch.linalg.qr(V0.to(torch.float64))[0]
+    # The small fp64 linear algebra (QR, eigh of n x k blocks) stays on the CPU: on a GPU each such call
+    # costs ~1 ms of solver latency, far more than moving n x k numbers.
+    V = torch.linalg.qr(V0.detach().to("cpu", torch.float64))[0]
     Vs, Zs, est, evecs = [], [], 0.0, None
     for step in range(max(1, max_steps)):
-        Yt = V.T.to(W.dtype) @ W.T      # (block, m): row-major products are the fast ones here
-        Z = (Yt @ W).double().T         # (n, block) = WᵀW V
+        Yt = V.T.to(W.device, W.dtype) @ W.T   # (block, m): row-major products are the fast ones here
+        Z = (Yt @ W).to("cpu", torch.float64).T  # (n, block) = WᵀW V
         Vs.append(V)
         Zs.append(Z)
         Vb = torch.cat(Vs, 1)

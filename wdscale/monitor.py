@@ -131,31 +131,37 @@ class SpectralMonitor:
             return float(torch.linalg.svdvals(W)[0])
         V = self._v.get(id(p))
         steps = self.power_iters
-        if V is None or V.shape != (n, k) or V.device != W.device:
-            V = torch.randn(n, k, generator=self._gen).to(W.device)
+        if V is None or V.shape != (n, k):
+            V = torch.randn(n, k, generator=self._gen)
             steps = self.first_iters
         s, V = krylov_top_sv(W, V, max_steps=steps, tol=1e-7)
         self._v[id(p)] = V
         return s
 
     def _record(self) -> list[dict]:
+        # Norms first, as tensors, then one device->host copy (on a GPU each float() is a sync).
+        mats = [(gi, n, p, cls) for gi, (_, _, ms) in enumerate(self.groups) for n, p, cls in ms]
+        norms = []
+        for _, _, p, _ in mats:
+            w = p.detach()
+            norms.append(w.float().norm())
+            prev = self._prev.get(id(p)) if self._prev is not None else None
+            norms.append((w - prev).float().norm() if prev is not None else torch.full_like(norms[-1], -1.0))
+        vals = torch.stack(norms).cpu().tolist() if norms else []
         rows = []
-        for gi, (label, g, mats) in enumerate(self.groups):
+        for i, (gi, n, p, cls) in enumerate(mats):
+            label, g, _ = self.groups[gi]
             lr, wd = float(g["lr"]), float(g.get("weight_decay", 0.0))
             decay = lr * wd
-            for n, p, cls in mats:
-                fro = float(p.detach().float().norm())
-                s = self._top_sv(p)
-                pred = math.sqrt(lr * p.numel() / (2 * wd)) if decay > 0 else None
-                rel = None
-                if self._prev is not None and id(p) in self._prev:
-                    rel = float((p.detach() - self._prev[id(p)]).float().norm()) / fro if fro > 0 else None
-                rows.append({"step": self.t, "group": label, "name": n, "class": cls,
-                             "shape": "x".join(map(str, p.shape)), "lr": lr, "weight_decay": wd, "top_sv": s,
-                             "fro": fro, "fro_pred": pred, "fro_over_pred": fro / pred if pred else None,
-                             "rel_update": rel, "steps_over_tau": self.decay_sum[gi],
-                             "tau": 1.0 / decay if decay > 0 else None,
-                             "stable_rank": fro * fro / (s * s) if s > 0 else None})
+            fro, dnorm = vals[2 * i], vals[2 * i + 1]
+            s = self._top_sv(p)
+            pred = math.sqrt(lr * p.numel() / (2 * wd)) if decay > 0 else None
+            rows.append({"step": self.t, "group": label, "name": n, "class": cls,
+                         "shape": "x".join(map(str, p.shape)), "lr": lr, "weight_decay": wd, "top_sv": s,
+                         "fro": fro, "fro_pred": pred, "fro_over_pred": fro / pred if pred else None,
+                         "rel_update": dnorm / fro if dnorm >= 0 and fro > 0 else None,
+                         "steps_over_tau": self.decay_sum[gi], "tau": 1.0 / decay if decay > 0 else None,
+                         "stable_rank": fro * fro / (s * s) if s > 0 else None})
         self.rows.extend(rows)
         if self._writer is not None:
             self._writer.writerows(rows)
