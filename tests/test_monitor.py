@@ -132,3 +132,18 @@ def test_overrides_bad_every_and_csv_errors(tmp_path):
         SpectralMonitor(model, opt, every=0)
     with pytest.raises(ValueError, match="monitor log"):
         load_csv(b"a,b\n1,2\n")
+
+
+def test_same_shape_matrices_go_through_together(one_thread):
+    """Layers of one shape share the batched Krylov pass; a zero matrix among them stays 0 and the rest exact."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 80), nn.Linear(40, 80), nn.Linear(40, 80), nn.Linear(80, 40))
+    with torch.no_grad():
+        model[1].weight.zero_()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    mon = SpectralMonitor(model, opt, every=1, block=4)
+    mon.step()
+    for r in mon.rows:
+        W = dict(model.named_parameters())[r["name"]].detach()
+        assert r["top_sv"] == pytest.approx(float(torch.linalg.svdvals(W)[0]), rel=1e-4, abs=1e-9)
+    assert {r["name"]: r["top_sv"] for r in mon.rows}["1.weight"] == 0.0

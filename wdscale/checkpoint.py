@@ -187,35 +187,44 @@ def krylov_top_sv(W: torch.Tensor, V0: torch.Tensor, max_steps: int = 40, tol: f
     bound on σ_top that converges without needing a gap between σ₁ and σ₂ (block Krylov, Musco & Musco 2015).
     Stops after ``max_steps`` or when it moves by less than ``tol`` (relative).  fp32 products, fp64 basis.
     The returned Ritz vectors (CPU fp32, best first, as many as V0 has columns) warm-start the next call on a
-    matrix that has moved a little (``monitor.SpectralMonitor``)."""
-    if W.shape[0] < W.shape[1]:
-        W = W.T  # a view: keep the long side first, the basis lives on the short side
-    n, block = W.shape[1], V0.shape[1]
+    matrix that has moved a little (``monitor.SpectralMonitor``).
+
+    Batched: W (B, m, n) and V0 (B, n, k) give (B,) values and (B, n, k) vectors, one host round trip per step
+    for the whole batch (what makes it cheap on a GPU)."""
+    single = W.ndim == 2
+    if single:
+        W, V0 = W[None], V0[None]
+    if W.shape[1] < W.shape[2]:
+        W = W.transpose(1, 2)  # a view: keep the long side first, the basis lives on the short side
+    n, block = W.shape[2], V0.shape[2]
     # The small fp64 linear algebra (QR, eigh of n x k blocks) stays on the CPU: on a GPU each such call
     # costs ~1 ms of solver latency, far more than moving n x k numbers.
     V = torch.linalg.qr(V0.detach().to("cpu", torch.float64))[0]
-    Vs, Zs, est, evecs = [], [], 0.0, None
+    Vs, Zs, est, evecs = [], [], None, None
     for step in range(max(1, max_steps)):
-        Yt = V.T.to(W.device, W.dtype) @ W.T   # (block, m): row-major products are the fast ones here
-        Z = (Yt @ W).to("cpu", torch.float64).T  # (n, block) = WᵀW V
+        Yt = V.transpose(1, 2).to(W.device, W.dtype) @ W.transpose(1, 2)  # (B, k, m): the fast layout
+        Z = (Yt @ W).to("cpu", torch.float64).transpose(1, 2)           # (B, n, k) = WᵀW V
         Vs.append(V)
         Zs.append(Z)
-        Vb = torch.cat(Vs, 1)
-        T = Vb.T @ torch.cat(Zs, 1)
-        e, evecs = torch.linalg.eigh(0.5 * (T + T.T))
-        new = math.sqrt(max(float(e[-1]), 0.0))
-        done = step > 0 and abs(new - est) <= tol * new
+        Vb = torch.cat(Vs, 2)
+        T = Vb.transpose(1, 2) @ torch.cat(Zs, 2)
+        e, evecs = torch.linalg.eigh(0.5 * (T + T.transpose(1, 2)))
+        new = e[:, -1].clamp_min(0).sqrt()
+        done = est is not None and bool(((new - est).abs() <= tol * new).all())
         est = new
-        if done or step == max_steps - 1 or Vb.shape[1] + block > n:
+        if done or step == max_steps - 1 or Vb.shape[2] + block > n:
             break
-        R = Z - Vb @ (Vb.T @ Z)
-        R = R - Vb @ (Vb.T @ R)         # twice is enough (CGS2)
-        if float(R.norm()) <= 1e-12 * max(float(Z.norm()), 1e-300):
-            break                       # Krylov space exhausted: the Ritz value is exact
-        V = torch.linalg.qr(R)[0]
-        V = torch.linalg.qr(V - Vb @ (Vb.T @ V))[0]
-    ritz = (Vb @ evecs[:, -block:].flip(1)).to(torch.float32)
-    return est, ritz
+        proj = lambda X: X - Vb @ (Vb.transpose(1, 2) @ X)  # noqa: E731
+        R = proj(proj(Z))                                   # twice is enough (CGS2)
+        dead = R.flatten(1).norm(dim=1) <= 1e-12 * Z.flatten(1).norm(dim=1).clamp_min(1e-300)
+        if bool(dead.all()):
+            break  # Krylov space exhausted: the Ritz values are exact
+        if bool(dead.any()):  # exhausted members get fresh directions: the basis must stay orthonormal
+            R[dead] = proj(torch.randn(R.shape, dtype=R.dtype, generator=torch.Generator().manual_seed(step)))[dead]
+        V = torch.linalg.qr(proj(torch.linalg.qr(R)[0]))[0]
+    ritz = (Vb @ evecs[..., -block:].flip(-1)).to(torch.float32)
+    est = est.tolist()
+    return (est[0], ritz[0]) if single else (est, ritz)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 
 from .rules import classify
 
+BATCH_BYTES = 256 * 2**20  # at most this much stacked copy of same-shape matrices at a time
 COLUMNS = ["step", "group", "name", "class", "shape", "lr", "weight_decay", "top_sv", "fro", "fro_pred",
            "fro_over_pred", "rel_update", "steps_over_tau", "tau", "stable_rank"]
 
@@ -45,7 +46,7 @@ class SpectralMonitor:
     (name or regex -> class) only affects the ``class`` column."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, every: int = 100,
-                 log_dir: str | os.PathLike | None = None, power_iters: int = 3, first_iters: int = 30,
+                 log_dir: str | os.PathLike | None = None, power_iters: int = 3, first_iters: int = 20,
                  block: int = 8, tensorboard: bool = True, overrides: dict | None = None, seed: int = 0):
         if int(every) < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
@@ -116,27 +117,38 @@ class SpectralMonitor:
     def _snapshot(self) -> dict[int, torch.Tensor]:
         return {id(p): p.detach().clone() for _, _, mats in self.groups for _, p, _ in mats}
 
-    def _top_sv(self, p: torch.Tensor) -> float:
-        """Block Krylov (``checkpoint.krylov_top_sv``) from the last call's Ritz vectors: ``power_iters`` passes.
+    def _top_svs(self, params: list) -> dict[int, float]:
+        """σ_top of every matrix by block Krylov (``checkpoint.krylov_top_sv``) from the last record's Ritz
+        vectors, ``power_iters`` passes (``first_iters`` the first time).
 
         A single warm vector stalls at %-level errors when σ₁ ≈ σ₂ and W rotates between records (early
-        training); a block of ``block`` warm vectors and their Krylov space with Rayleigh-Ritz reach ~1e-4
-        for the same few passes.  It is a lower bound on σ_top."""
+        training); a block of ``block`` warm vectors and their Krylov space with Rayleigh-Ritz reach ~1e-4 for
+        the same few passes.  Matrices of one shape go through together (one host round trip per pass for
+        all of them: on a GPU the round trips, not the flops, are the cost).  Each value is a lower bound."""
         from .checkpoint import krylov_top_sv
 
-        W = p.detach().reshape(p.shape[0], -1).float()
-        n = min(W.shape)
-        k = min(self.block, n)
-        if n <= 2 * k:  # tiny: exact
-            return float(torch.linalg.svdvals(W)[0])
-        V = self._v.get(id(p))
-        steps = self.power_iters
-        if V is None or V.shape != (n, k):
-            V = torch.randn(n, k, generator=self._gen)
-            steps = self.first_iters
-        s, V = krylov_top_sv(W, V, max_steps=steps, tol=1e-7)
-        self._v[id(p)] = V
-        return s
+        out, by_shape = {}, {}
+        for p in params:
+            W = p.detach().reshape(p.shape[0], -1)
+            if min(W.shape) <= 2 * self.block:  # tiny: exact
+                out[id(p)] = float(torch.linalg.svdvals(W.float())[0])
+                continue
+            by_shape.setdefault((tuple(W.shape), W.device), []).append((p, W))
+        for (shape, _), items in by_shape.items():
+            n, k = min(shape), self.block
+            per = max(1, int(BATCH_BYTES // (4 * shape[0] * shape[1])))  # cap the stacked copy's memory
+            for i in range(0, len(items), per):
+                chunk = items[i:i + per]
+                warm = [self._v.get(id(p)) for p, _ in chunk]
+                cold = any(v is None or v.shape != (n, k) for v in warm)
+                V0 = torch.randn(len(chunk), n, k, generator=self._gen) if cold else torch.stack(warm)
+                W = torch.stack([w.float() for _, w in chunk])
+                est, ritz = krylov_top_sv(W, V0, max_steps=self.first_iters if cold else self.power_iters,
+                                          tol=1e-7)
+                for j, (p, _) in enumerate(chunk):
+                    out[id(p)] = est[j]
+                    self._v[id(p)] = ritz[j]
+        return out
 
     def _record(self) -> list[dict]:
         # Norms first, as tensors, then one device->host copy (on a GPU each float() is a sync).
@@ -148,13 +160,14 @@ class SpectralMonitor:
             prev = self._prev.get(id(p)) if self._prev is not None else None
             norms.append((w - prev).float().norm() if prev is not None else torch.full_like(norms[-1], -1.0))
         vals = torch.stack(norms).cpu().tolist() if norms else []
+        top = self._top_svs([p for _, _, p, _ in mats])
         rows = []
         for i, (gi, n, p, cls) in enumerate(mats):
             label, g, _ = self.groups[gi]
             lr, wd = float(g["lr"]), float(g.get("weight_decay", 0.0))
             decay = lr * wd
             fro, dnorm = vals[2 * i], vals[2 * i + 1]
-            s = self._top_sv(p)
+            s = top[id(p)]
             pred = math.sqrt(lr * p.numel() / (2 * wd)) if decay > 0 else None
             rows.append({"step": self.t, "group": label, "name": n, "class": cls,
                          "shape": "x".join(map(str, p.shape)), "lr": lr, "weight_decay": wd, "top_sv": s,
