@@ -46,7 +46,7 @@ class SpectralMonitor:
     (name or regex -> class) only affects the ``class`` column."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, every: int = 100,
-                 log_dir: str | os.PathLike | None = None, power_iters: int = 3, first_iters: int = 20,
+                 log_dir: str | os.PathLike | None = None, power_iters: int = 3, first_iters: int = 10,
                  block: int = 8, tensorboard: bool = True, overrides: dict | None = None, seed: int = 0):
         if int(every) < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
