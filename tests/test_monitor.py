@@ -147,3 +147,20 @@ def test_same_shape_matrices_go_through_together(one_thread):
         W = dict(model.named_parameters())[r["name"]].detach()
         assert r["top_sv"] == pytest.approx(float(torch.linalg.svdvals(W)[0]), rel=1e-4, abs=1e-9)
     assert {r["name"]: r["top_sv"] for r in mon.rows}["1.weight"] == 0.0
+
+
+def test_readme_loop_with_param_groups(tmp_path, one_thread):
+    """The README's loop: param_groups' groups are named by class, and each group's lr/wd reach the prediction."""
+    from wdscale.rules import param_groups
+
+    torch.manual_seed(4)
+    model = Net(d=64)
+    groups = param_groups(model, width=64, base_width=16, rule="wd", lr=3e-3, wd=0.1)
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95))
+    mon = SpectralMonitor(model, optimizer, every=2, log_dir=tmp_path)
+    train(model, optimizer, mon, 4)
+    last = {r["name"]: r for r in mon.rows if r["step"] == 4}
+    assert last["c_fc.weight"]["group"] == "matrix" and last["wte.weight"]["group"] == "embedding"
+    m = last["c_fc.weight"]
+    assert m["lr"] == pytest.approx(3e-3 / 4) and m["weight_decay"] == pytest.approx(0.1 * 2)  # eta/m, lam*sqrt(m)
+    assert m["fro_pred"] == pytest.approx(math.sqrt(m["lr"] * 64 * 256 / (2 * m["weight_decay"])))
