@@ -600,7 +600,7 @@ def configure(p) -> None:
                      "matrix, the fitted width exponent α and the λ exponent that would hold σ_top flat.")
     p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoint files (or folders of shards)")
     p.add_argument("--base", default=None, metavar="CKPT", help="the proxy (default: the narrowest)")
-    p.add_argument("--widths", type=_num_list(int), default=None, help="width per CKPT (default: inferred)")
+    p.add_argument("--widths", type=_num_list(int), default=None, help="width per CKPT, in order, --base first if it is not a CKPT (default: inferred)")
     p.add_argument("--rule", default="mup", choices=list(RULES),
                    help="how the checkpoints' widths were trained (for the λ exponent; default mup: η ∝ 1/d, "
                         "λ fixed)")
@@ -615,6 +615,8 @@ def configure(p) -> None:
 def run(args) -> int:
     if args.tol <= 0:
         raise ValueError(f"--tol must be > 0, got {args.tol}")
+    if (args.a is not None or args.b is not None) and args.rule != "custom":
+        raise ValueError("-a/-b are the exponents of --rule custom; add --rule custom (or drop -a/-b)")
     if args.widths is not None and any(w <= 0 for w in args.widths):
         raise ValueError(f"widths must be positive, got {args.widths}")
     report = inspect(args.ckpts, base=args.base, widths=args.widths, overrides=dict(args.override),
