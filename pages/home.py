@@ -74,7 +74,7 @@ if n_todo == 0:
     with c2:
         _ui.show(plots.proxy_grid_plot(s["proxy"]), "demo_proxy_grid")
     opt = analysis.lr_optima(phase2, param="lr")
-    _ui.show(plots.loss_vs_param(phase2, "lr", opt, title="Loss vs proxy η₀ per rule (seed mean; ★ optimum)"),
+    _ui.show(plots.loss_vs_param(phase2, "lr", opt, title="Loss vs learning rate, per rule (seed mean over seeds; ★ optimum)"),
              "demo_loss_vs_lr")
     sel = [r for r in phase2 if abs(r["lr"] - s["proxy"]["eta0"]) <= 1e-9 * r["lr"]]
     fits = analysis.width_exponents(sel, n_boot=200)

@@ -22,21 +22,6 @@ if step is not None:  # the same plot functions read the 'final_loss' field: sub
     recs = [{**r, "final_loss": analysis.record_loss(r, step)} for r in recs]
 
 
-def drift_table(opt: dict, param: str) -> list[dict]:
-    rows = []
-    for (rule, other), by_w in opt.items():
-        d = analysis.drift_octaves({w: o["x_opt"] for w, o in by_w.items()})
-        row = {"rule": rule, ("λ₀" if param == "lr" else "η₀"): other,
-               "drift (octaves per width doubling)": None if math.isnan(d) else d}
-        for w, o in by_w.items():
-            row[f"optimum d={w}"] = o["x_opt"]
-            if o.get("method") == "edge":
-                row[f"optimum d={w}"] = o["x_opt"]
-                row["note"] = "optimum at the grid edge: widen the grid"
-        rows.append(row)
-    return rows
-
-
 def show_verdict(recs: list[dict], param: str) -> None:
     """verdict.transfer_verdict as one line per rule plus its table (drift within ±threshold octaves/doubling)."""
     if not hasattr(verdict, "transfer_verdict"):
@@ -46,17 +31,24 @@ def show_verdict(recs: list[dict], param: str) -> None:
         st.caption("verdict needs ≥ 2 widths and ≥ 3 grid values per width")
         return
     st.markdown(f"**Transfer verdict ({'η' if param == 'lr' else 'λ'})**")
+    for c in verdict.compare_rules(rows):
+        if len(c["ranking"]) > 1:
+            (st.success if c["conclusive"] else st.warning)(c["sentence"])
     colors = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "orange"}
     table = []
     for v in rows:
         other = "wd" if param == "lr" else "lr"
         drift = v["drift"]
+        lo, hi = v["drift_ci"]
         drift_s = f"{drift:+.2f}" if math.isfinite(drift) else "n/a"
+        if math.isfinite(lo):
+            drift_s += f" (95% CI {lo:+.2f} to {hi:+.2f}, {v['n_seeds']} seed{'s' if v['n_seeds'] > 1 else ''})"
         reg = v["max_regret"]
         st.write(f":{colors.get(v['verdict'], 'gray')}[**{v['verdict']}**] **{v['rule']}** ({other}₀ = {v[other]:g}): optimum "
                  f"drifts {drift_s} octaves per width doubling (threshold ±{v['threshold']:g}); max regret at "
                  f"the proxy's optimum {reg:.3g}" + (f". {'; '.join(v['notes'])}" if v["notes"] else ""))
         row = {"rule": v["rule"], f"{other}₀": v[other], "verdict": v["verdict"], "drift": drift,
+               "CI low": lo, "CI high": hi,
                "max regret": reg, "proxy optimum": v["proxy_x_opt"], "min steps/τ": v["min_steps_over_tau"]}
         for w, o in v["optima"].items():
             row[f"opt d={w}"] = o["x_opt"]
@@ -72,7 +64,6 @@ else:
     _ui.show(plots.loss_vs_param(recs, "lr", opt), "transfer_loss_vs_lr")
     st.caption("★ interpolated optimum (parabola in log η through the grid minimum); ✕ diverged runs, drawn at the "
                "top. Perfect transfer: the stars line up vertically (drift 0).")
-    st.dataframe(drift_table(opt, "lr"), hide_index=True, width="stretch")
     show_verdict(recs, "lr")
 
 st.subheader("Loss vs weight decay")
@@ -82,5 +73,4 @@ else:
     optw = analysis.lr_optima(recs, param="wd")
     recs_w = [r for r in recs if r["wd"] > 0]  # log axis
     _ui.show(plots.loss_vs_param(recs_w, "wd", optw), "transfer_loss_vs_wd")
-    st.dataframe(drift_table(optw, "wd"), hide_index=True, width="stretch")
     show_verdict(recs, "wd")

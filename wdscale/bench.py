@@ -9,7 +9,7 @@ what is measured is what a sweep or the app pays:
 * ``ensemble_speedup_d{64,128,256}``  synthetic core: per-member step time of 8 members trained one at a time
   divided by that of the same 8 trained as one ensemble; ``ensemble_max_abs_diff`` is the largest difference
   between the final weights of the two ways (they must agree: nothing mixes across members);
-* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/16, at least MIN_SPECTRA_GAP apart) as a share of the
+* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/SPECTRA_SNAPSHOTS, at least MIN_SPECTRA_GAP apart) as a share of the
   training step time, for the demo sweep;
 * ``demo_seconds``  wall time of the steady-state demo (``wdscale demo``, both phases, every core);
 * ``demo_flops``  its counted matmul FLOPs (6 x batch x matrix weights per member-step, twins at m = 1 once);
@@ -193,9 +193,9 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
     # spectra: snapshots the default cadence takes, each timed on the widest ensemble
     w_max, n_max, st = max(trained)
     model, _ = build(dataclasses.replace(proto, width=w_max), n_max, dev)
-    from .train import MIN_SPECTRA_GAP
+    from .train import MIN_SPECTRA_GAP, SPECTRA_SNAPSHOTS
 
-    n_snap = st // max(MIN_SPECTRA_GAP, st // 16) + 2
+    n_snap = st // max(MIN_SPECTRA_GAP, st // SPECTRA_SNAPSHOTS) + 2
     share = 100 * n_snap * snapshot_seconds(model) / (st * clock.median_step())
     torch.set_num_threads(threads)
     return {"demo_seconds": wall, "demo_flops": flops, "demo_peak_gflops": peak,

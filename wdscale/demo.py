@@ -11,6 +11,7 @@
 Every member reaches >= 3 tau = 1/(eta*lam) of its matrix class (``min_steps_over_tau`` says how many), on the
 synthetic core built for the argument's assumptions (wdscale/synthetic.py, docs/synthetic.md).
 
+Seeds are init seeds; every member reads the same batch order (``data_seed=0``), so one width is one ensemble.
 Both phases go through ``run_sweep``: cached in the store like every sweep, so a rerun is instant.
 """
 from __future__ import annotations
@@ -28,12 +29,15 @@ from .sweep import expand_grid, run_sweep
 from .train import RunConfig, TrainOptions
 from .verdict import compare_rules, transfer_verdict
 
+# One half-octave lr ladder for both phases, so a transfer lr that the proxy grid already has is the very same
+# float (the same run id: cached, not retrained).
+LADDER = tuple(round(1e-3 * 2 ** (k / 2), 7) for k in range(0, 24))  # 1e-3 .. 2.9
 DEMO = dict(
     model="synthetic", base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), steps=1000, seeds=(0, 1),
-    # phase 1: half-octave lr grid x three lams at d0
-    proxy_lrs=tuple(round(2e-3 * 2 ** (k / 2), 6) for k in range(1, 8)),  # 2.8e-3 .. 2.3e-2
+    # phase 1: seven half-octave lrs x three lams at d0 (every run >= 3 tau)
+    proxy_lrs=LADDER[4:11],  # 4e-3 .. 3.2e-2: the corner (4e-3, lam 1) is still 4 tau at 1000 steps
     proxy_wds=(1.0, 3.0, 10.0),
-    # phase 2: lr = eta0 * 2^octave
+    # phase 2: lr = eta0 * 2^octave, on the ladder
     lr_octaves=(-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5),
 )
 
@@ -48,7 +52,7 @@ def proxy_configs(steps: int | None = None, spec: dict | None = None) -> list[Ru
     """Phase 1: the eta x lam grid at the proxy width (rule ``mup``: at m = 1 every mu-P rule is the same)."""
     d = spec or DEMO
     return expand_grid(d["model"], [d["base_width"]], d["base_width"], ["mup"], d["proxy_lrs"], d["proxy_wds"],
-                       _steps(steps), d["seeds"])
+                       _steps(steps), d["seeds"], data_seed=0)
 
 
 def proxy_optimum(records: list[dict]) -> dict:
@@ -63,16 +67,23 @@ def proxy_optimum(records: list[dict]) -> dict:
             grid[lrs.index(x), j] = l
     if not np.isfinite(grid).any():
         raise RuntimeError("every proxy run diverged: no optimum to transfer")
-    i, j = np.unravel_index(np.argmin(grid), grid.shape)
+    i, j = (int(k) for k in np.unravel_index(np.argmin(grid), grid.shape))
     return {"eta0": lrs[i], "lam0": wds[j], "loss": float(grid[i, j]), "lrs": lrs, "wds": wds,
             "grid": [[None if not math.isfinite(v) else float(v) for v in row] for row in grid],
-            "eta_interior": 0 < i < len(lrs) - 1, "lam_interior": 0 < j < len(wds) - 1}
+            "eta_interior": bool(0 < i < len(lrs) - 1), "lam_interior": bool(0 < j < len(wds) - 1)}
 
 
 def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: dict | None = None) -> list[RunConfig]:
     d = spec or DEMO
-    lrs = [eta0 * 2 ** o for o in d["lr_octaves"]]
-    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], lrs, [lam0], _steps(steps), d["seeds"])
+    lrs = [_on_ladder(eta0 * 2 ** o) for o in d["lr_octaves"]]
+    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], lrs, [lam0], _steps(steps), d["seeds"],
+                       data_seed=0)
+
+
+def _on_ladder(lr: float) -> float:
+    """The ladder's value when lr is one of its rungs (to rounding), else lr itself."""
+    near = min(LADDER, key=lambda x: abs(math.log(x / lr)))
+    return near if abs(math.log(near / lr)) < 1e-4 else lr  # rungs are 0.35 apart in log
 
 
 def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None, on_record=None,
@@ -190,12 +201,11 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     store = RunStore(args.out)
-    bar = _bar() if not args.json else None
+    bar = _bar()  # stderr: the JSON on stdout stays clean
     try:
         s = run_demo(store, TrainOptions(device=args.device), on_event=bar)
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     if args.json:
         print(json.dumps(_clean(s)))
     else:
@@ -215,7 +225,7 @@ def _bar():
                 if self.t:
                     self.t.close()
                 self.t = tqdm(total=e["steps"], desc=f"width {e['width']} x {e['n_members']} members",
-                              unit="step", file=sys.stderr, disable=None, leave=False)
+                              unit="step", file=sys.stderr, mininterval=2, leave=False)
             elif e["type"] in ("step", "done") and self.t:
                 self.t.n = e["step"]
                 self.t.refresh()

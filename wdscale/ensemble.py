@@ -105,10 +105,16 @@ class EnsembleAdamW:
     (the schedule); members with ``alive == False`` are frozen: zero lr, zero decay, gradients ignored.
     """
 
-    def __init__(self, model: EnsembleModule, resolved: list[Resolved], betas=(0.9, 0.95), eps: float = 1e-8):
+    def __init__(self, model: EnsembleModule, resolved: list[Resolved], betas=(0.9, 0.95), eps: float = 1e-8,
+                 fused: bool | None = None):
         self.b1, self.b2 = betas
         self.eps = eps
         self.t = 0
+        # fused: torch's one-pass AdamW kernel per (member, class) group of tensors.  The multi-tensor path makes
+        # ~10 passes over every parameter, moment and gradient; at d=128 with 42 members those arrays are ~17 MB
+        # each, so it is memory-bound and cost as much as the matmuls.  Same maths; tests/test_ensemble.py
+        # checks both paths against torch.optim.AdamW.
+        self.fused = hasattr(torch, "_fused_adamw_") if fused is None else bool(fused)
         self.params = []
         dev = next(model.parameters()).device
         for name, p in model.named_parameters():
@@ -118,6 +124,17 @@ class EnsembleAdamW:
             self.params.append((name, p, lr, wd, torch.zeros_like(p), torch.zeros_like(p)))
         self.dtype = next(model.parameters()).dtype
         self._lr0 = self._wd = None  # (n_params, E) stacks of the lr and wd columns, built on the first step
+        if self.fused:
+            self._step_t = torch.zeros((), dtype=torch.float32, device=dev)
+            # per member: [(lr, wd, [param index, ...])] for each distinct (lr, wd) of its classes
+            self._member_groups = []
+            for i in range(len(resolved)):
+                by = {}
+                for k, (_, _, lr, wd, _, _) in enumerate(self.params):
+                    by.setdefault((float(lr[i]), float(wd[i])), []).append(k)
+                self._member_groups.append([(lr, wd, ks) for (lr, wd), ks in by.items()])
+            # views of member i's slice of every parameter and moment: made once, they stay valid
+            self._views = [[(e[1][i], e[4][i], e[5][i]) for e in self.params] for i in range(len(resolved))]
 
     def lr_wd(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         for n, _, lr, wd, *_ in self.params:
@@ -127,6 +144,8 @@ class EnsembleAdamW:
 
     @torch.no_grad()
     def step(self, lr_scale: torch.Tensor, alive: torch.Tensor) -> None:
+        if self.fused:
+            return self._step_fused(lr_scale, alive)
         # Speed: the per-member factors of all parameters are computed in one (n_params, E) op each, and the
         # moment updates run as multi-tensor (_foreach) ops; at small widths a step is bound by op count, not
         # FLOPs.  The elementwise maths (and its rounding order) is the same as torch.optim.AdamW's.
@@ -159,6 +178,31 @@ class EnsembleAdamW:
         torch._foreach_add_(denom, self.eps)
         for i, p, m, d in zip(idx, ps, ms, denom):
             p.addcdiv_(m * _bcast(scale[i], p), d)
+
+    def _step_fused(self, lr_scale: torch.Tensor, alive: torch.Tensor) -> None:
+        """One fused AdamW call per distinct (lr, wd) among the live members' classes.  Frozen members are
+        skipped whole (weights and moments), which is what the multi-tensor path's zero lr and masked gradients
+        amount to for their weights."""
+        self.t += 1
+        self._step_t.fill_(self.t)
+        scale, live = lr_scale.tolist(), alive.tolist()
+        calls: dict = {}
+        for i, (s, ok) in enumerate(zip(scale, live)):
+            if not ok:
+                continue
+            for lr, wd, ks in self._member_groups[i]:
+                c = calls.setdefault((lr * s, wd), ([], [], [], []))
+                for k in ks:
+                    g = self.params[k][1].grad
+                    if g is None:
+                        continue
+                    p, m, v = self._views[i][k]
+                    c[0].append(p), c[1].append(g[i]), c[2].append(m), c[3].append(v)
+        for (lr, wd), (ps, gs, ms, vs) in calls.items():
+            if ps:
+                torch._fused_adamw_(ps, gs, ms, vs, [], [self._step_t] * len(ps), amsgrad=False, lr=lr,
+                                    beta1=self.b1, beta2=self.b2, weight_decay=wd, eps=self.eps, maximize=False,
+                                    grad_scale=None, found_inf=None)
 
     def zero_grad(self) -> None:
         for _, p, *_ in self.params:

@@ -213,14 +213,15 @@ class Job:
 
 
 def default_threads() -> int:
-    """Torch threads for app training: ``$WDSCALE_TORCH_THREADS``, else all cores but one.
+    """Torch threads for app training: ``$WDSCALE_TORCH_THREADS``, else every core.
 
-    The server and the user's browser run on the same machine while it trains; on 2 cores, two busy-waiting
-    intra-op threads competing with them ran ~20x slower per step than one thread (measured on a loaded box)."""
+    Every core: the server's reruns are short Python bursts that the OS schedules between training's compute,
+    and tests/test_browser.py times a page rerun during a demo (it must answer within a second).  An earlier
+    version left one core idle, which cost the demo half the machine."""
     env = os.environ.get("WDSCALE_TORCH_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) - 1)
+    return max(1, os.cpu_count() or 1)
 
 
 class JobManager:

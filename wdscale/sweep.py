@@ -17,12 +17,17 @@ MAX_MEMBERS = 64  # members per ensemble chunk: bounds memory, keeps batching ef
 
 
 def expand_grid(model: str, widths: Iterable[int], base_width: int, rules: Iterable[str], lrs: Iterable[float],
-                wds: Iterable[float], steps: int, seeds: Iterable[int] = (0,), **common) -> list[RunConfig]:
-    """All RunConfigs of a grid. ``common`` holds the other RunConfig fields (schedule, depth, ...)."""
+                wds: Iterable[float], steps: int, seeds: Iterable[int] = (0,), data_seed: int | None = None,
+                **common) -> list[RunConfig]:
+    """All RunConfigs of a grid. ``common`` holds the other RunConfig fields (schedule, depth, ...).
+
+    Each seed draws its own batches (data_seed = seed) unless ``data_seed`` fixes one batch order for all: then
+    every seed of a width trains in one ensemble (seeds differ in their init only)."""
     out = []
     for w, r, lr, wd, s in itertools.product(widths, rules, lrs, wds, seeds):
         out.append(RunConfig(model=model, width=int(w), base_width=int(base_width), rule=r, lr=float(lr),
-                             wd=float(wd), steps=int(steps), seed=int(s), data_seed=int(s), **common))
+                             wd=float(wd), steps=int(steps), seed=int(s),
+                             data_seed=int(s if data_seed is None else data_seed), **common))
     return out
 
 

@@ -22,6 +22,7 @@ from .rules import RULES, check_positive, resolve
 MODELS = ("synthetic", "transformer")
 SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
+SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
 # Part of every run id: a model whose maths changed gets a new version, so runs of the old one are never reused
 # as "cached" (synthetic 2: the normalized residual MLP on a finite power-law task; transformer 2: one attention
 # scale 1/sqrt(head_dim) for every rule).
@@ -203,7 +204,7 @@ def val_loss(model, data) -> torch.Tensor:
 @dataclass
 class TrainOptions:
     device: str = "cpu"
-    spectra_every: int | None = None  # None: 16 snapshots per run, at least MIN_SPECTRA_GAP steps apart
+    spectra_every: int | None = None  # None: SPECTRA_SNAPSHOTS per run, at least MIN_SPECTRA_GAP steps apart
     n_evals: int = 8
     blowup: float = 4.0  # a member whose loss exceeds blowup * its initial loss is diverged
     amp: bool = False  # bf16 autocast (CUDA)
@@ -260,7 +261,7 @@ def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel
     opt = EnsembleAdamW(model, resolved)
     # A fixed, step-only cadence keeps stored spectra identical between reruns; the gap bounds the SVD cost of
     # short runs (a d=256 snapshot costs ~25 steps of training: 16 snapshots in 300 steps would be ~10%).
-    spectra_every = opts.spectra_every or max(MIN_SPECTRA_GAP, steps // 16)
+    spectra_every = opts.spectra_every or max(MIN_SPECTRA_GAP, steps // SPECTRA_SNAPSHOTS)
     event_every = opts.event_every or max(1, steps // 100)
     check_every = 1 if dev.type == "cpu" else 10  # a divergence check is a host sync
     evals = set(eval_steps(steps, opts.n_evals))

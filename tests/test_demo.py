@@ -1,0 +1,177 @@
+"""The steady-state demo: its task, its verdicts and the ``wdscale demo --json`` contract."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from wdscale.analysis import lr_optima
+from wdscale.demo import DEMO, proxy_configs, proxy_optimum, transfer_configs
+from wdscale.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN, Teacher
+from wdscale.verdict import compare_rules, transfer_verdict
+from test_verdict import LRS, make_record, planted_loss
+
+
+def test_teacher_and_data_are_fixed_and_deterministic_per_seed():
+    cfg = SyntheticConfig(n_train=256, n_features=64, n_val=32)
+    t1, t2 = Teacher(cfg), Teacher(cfg)
+    assert torch.equal(t1.a, t2.a) and torch.equal(t1.g, t2.g)  # the teacher never changes
+    a, b, c = SyntheticData(cfg, 0), SyntheticData(cfg, 0), SyntheticData(cfg, 1)
+    assert torch.equal(a.val[0], c.val[0]) and torch.equal(a.val[1], c.val[1])  # one held-out set for all
+    for _ in range(5):  # crosses an epoch boundary (256 / 128 = 2 batches per epoch)
+        (xa, ya), (xb, yb), (xc, _) = next(a), next(b), next(c)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(xa, xc)  # another data seed, another order
+    # the training set is finite: every batch is drawn from it
+    train_x = a.train[0]
+    assert all(any(torch.equal(x, t) for t in train_x) for x in xa[:4])
+
+
+def test_every_hidden_matrix_sees_a_full_rank_width_d_input():
+    cfg = SyntheticConfig(n_train=256, n_features=64)
+    d = 64
+    model = SyntheticFFN(1, d, cfg)
+    from wdscale.rules import resolve
+
+    model.init_member(0, 0, resolve("mup", d, 32, 1e-2, 1.0))
+    cap = {}
+    with torch.no_grad():
+        model(torch.randn(512, cfg.d_in), capture=cap)
+    hidden = [n for n, c in model.param_class.items() if c == "matrix"]
+    assert set(cap) == set(hidden) and len(hidden) == 2 * cfg.depth
+    for n in hidden:
+        u = cap[n][0][0]  # (B, d) input of member 0
+        assert torch.linalg.matrix_rank(u).item() == d, n
+
+
+def test_w1_is_scale_invariant():
+    """Scaling W1 leaves the function unchanged (relu is homogeneous and a norm follows): the assumption behind
+    AdamW's norm equilibrium."""
+    cfg = SyntheticConfig(n_train=256, n_features=64)
+    from wdscale.rules import resolve
+
+    model = SyntheticFFN(1, 32, cfg)
+    model.init_member(0, 0, resolve("mup", 32, 32, 1e-2, 1.0))
+    x = torch.randn(16, cfg.d_in)
+    with torch.no_grad():
+        y0 = model(x)
+        model.w1_0.mul_(7.0)
+        assert torch.allclose(model(x), y0, rtol=1e-4, atol=1e-5)
+        model.w2_0.mul_(7.0)  # W2 is the sublayer gain: its scale matters
+        assert not torch.allclose(model(x), y0, rtol=1e-2, atol=1e-3)
+
+
+def _two_seed_records(opt_by_seed, width=64, rule="mup"):
+    """Planted loss curves whose seeds disagree: seed 0 prefers 2^-7, seed 1 2^-9 with a deeper minimum."""
+    out = []
+    for seed, (opt, depth) in opt_by_seed.items():
+        for lr in LRS:
+            r = make_record(width, lr, planted_loss(lr, opt) - depth, rule=rule)
+            r["seed"] = seed
+            r["run_id"] += str(seed)
+            out.append(r)
+    return out
+
+
+def test_seed_averaging_agrees_between_optima_and_verdict():
+    recs = []
+    for w in (64, 128):
+        recs += _two_seed_records({0: (2.0 ** -7, 0.0), 1: (2.0 ** -9, 0.05)}, width=w)
+    opt = lr_optima(recs)[("mup", 0.1)]
+    (v,) = transfer_verdict(recs)
+    for w in (64, 128):
+        assert opt[w]["x_opt"] == pytest.approx(v["optima"][w]["x_opt"], rel=1e-12)
+        # the mean of the two parabolas peaks half way (in log lr), not at the deeper seed's 2^-9
+        assert math.log2(opt[w]["x_opt"]) == pytest.approx(-8.0, abs=1e-9)
+    assert v["n_seeds"] == 2
+
+
+def _rule_records(rule, opts, seeds=(0, 1), jitter=0.0):
+    recs = []
+    for s in seeds:
+        for w, o in opts.items():
+            for lr in LRS:
+                r = make_record(w, lr, planted_loss(lr, o * 2 ** (jitter * (s - 0.5))), rule=rule)
+                r.update(seed=s, run_id=r["run_id"] + str(s))
+                recs.append(r)
+    return recs
+
+
+def test_verdict_is_inconclusive_on_an_edge_optimum():
+    recs = _rule_records("mup", {64: 2.0 ** -7, 128: 2.0 ** -4})  # 2^-4 is the grid's top lr
+    (v,) = transfer_verdict(recs)
+    assert v["verdict"] == "INCONCLUSIVE" and any("edge" in n for n in v["notes"])
+    (c,) = compare_rules([v])
+    assert not c["conclusive"] and "edge" in c["sentence"]
+
+
+def test_compare_rules_names_the_best_and_is_inconclusive_when_cis_overlap():
+    flat = _rule_records("indep", {64: 2.0 ** -7, 128: 2.0 ** -7, 256: 2.0 ** -7}, jitter=0.1)
+    moving = _rule_records("mup", {64: 2.0 ** -7, 128: 2.0 ** -6, 256: 2.0 ** -5}, jitter=0.1)
+    vs = {v["rule"]: v for v in transfer_verdict(flat + moving)}
+    assert vs["indep"]["verdict"] == "PASS" and vs["mup"]["verdict"] == "FAIL"
+    lo, hi = vs["indep"]["drift_ci"]
+    assert lo <= vs["indep"]["drift"] <= hi and hi - lo > 0  # seeds disagree: a real interval
+    (c,) = compare_rules(list(vs.values()))
+    assert c["best_rule"] == "indep" and c["conclusive"] and c["ranking"] == ["indep", "mup"]
+    assert "Best rule: indep" in c["sentence"] and "+0.00" in c["sentence"] or "-0.00" in c["sentence"]
+    # two rules that move alike: their CIs overlap, so no winner is named
+    close = _rule_records("wd", {64: 2.0 ** -7, 128: 2.0 ** -6.95, 256: 2.0 ** -6.9}, jitter=0.3)
+    close2 = _rule_records("mup", {64: 2.0 ** -7, 128: 2.0 ** -6.9, 256: 2.0 ** -6.85}, jitter=0.3)
+    (c2,) = compare_rules(transfer_verdict(close + close2))
+    assert not c2["conclusive"] and "overlap" in c2["sentence"]
+
+
+def test_demo_grid_meets_the_design():
+    """The demo's size: >= 3 widths spanning >= 4x, mup/wd/indep, >= 5 lrs, >= 2 seeds, and >= 3 tau for every
+    transfer run whatever interior optimum the proxy finds on its grid."""
+    assert max(DEMO["widths"]) / min(DEMO["widths"]) >= 4 and len(DEMO["widths"]) >= 3
+    assert {"mup", "wd", "indep"} <= set(DEMO["rules"]) and len(DEMO["lr_octaves"]) >= 5
+    assert len(DEMO["seeds"]) >= 2
+    lrs, wds = DEMO["proxy_lrs"], DEMO["proxy_wds"]
+    worst = min(c.resolved().table(c.steps)["matrix"]["steps_over_tau"]
+                for eta0 in lrs[1:-1] for lam0 in wds[1:-1]
+                for c in transfer_configs(eta0, lam0) if c.seed == 0)
+    assert worst >= 3.0
+    proxy = min(c.resolved().table(c.steps)["matrix"]["steps_over_tau"] for c in proxy_configs())
+    assert proxy >= 3.0
+
+
+def test_proxy_optimum_is_the_seed_mean_minimum():
+    recs = []
+    for c in proxy_configs(steps=10):
+        r = make_record(c.width, c.lr, 1.0 + (math.log2(c.lr / 8e-3)) ** 2 / 10 + (math.log(c.wd / 3)) ** 2 / 10
+                        + 0.001 * c.seed, wd=c.wd, base_width=c.base_width)
+        r["seed"] = c.seed
+        recs.append(r)
+    best = proxy_optimum(recs)
+    assert best["lam0"] == 3.0 and abs(math.log2(best["eta0"] / 8e-3)) <= 0.25
+    assert best["eta_interior"] and best["lam_interior"]
+
+
+def test_demo_json_contract(tmp_path):
+    env = {"WDSCALE_DEMO_STEPS": "6", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "wdscale", "demo", "--json", "--out", str(tmp_path / "s"),
+                        "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    for k in ("seconds", "min_steps_over_tau", "runs", "rules", "best_rule", "proxy", "sentence"):
+        assert k in s, k
+    n = len(DEMO["widths"]) * len(DEMO["rules"]) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
+    assert len(s["runs"]) == n
+    for r in s["runs"]:
+        for k in ("rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged", "matrix_lr", "matrix_wd",
+                  "top_sv", "param_class"):
+            assert k in r, k
+    assert set(s["rules"]) == set(DEMO["rules"])
+    for v in s["rules"].values():
+        for k in ("drift", "drift_ci", "top_sv_exponent", "optima", "on_edge"):
+            assert k in v, k
+        assert set(v["optima"]) == {str(w) for w in DEMO["widths"]}
+    assert s["best_rule"] in DEMO["rules"]
+    # a rerun is served from the store
+    p2 = subprocess.run([sys.executable, "-m", "wdscale", "demo", "--json", "--out", str(tmp_path / "s"),
+                         "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert json.loads(p2.stdout)["rules"] == s["rules"]
