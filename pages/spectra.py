@@ -23,8 +23,9 @@ others = sorted(set(recs[0]["top_sv"]) - set(mats))
 
 c1, c2, c3, c4 = st.columns(4)
 rule = c1.selectbox("Rule", rules, key="sp_rule", format_func=plots.rule_label)
-lr = c2.selectbox("η₀", lrs, index=len(lrs) // 2, key="sp_lr", format_func=lambda x: f"{x:g}")
-wd = c3.selectbox("λ₀", wds, index=len(wds) // 2, key="sp_wd", format_func=lambda x: f"{x:g}")
+lr0, wd0 = analysis.default_setting(recs, rule)  # the setting with the most widths: every curve exists
+lr = c2.selectbox("η₀", lrs, index=lrs.index(lr0), key="sp_lr", format_func=lambda x: f"{x:g}")
+wd = c3.selectbox("λ₀", wds, index=wds.index(wd0), key="sp_wd", format_func=lambda x: f"{x:g}")
 param = c4.selectbox("Matrix", mats + others, key="sp_param",
                      help="hidden matrices (class 'matrix') are the ones the paper's argument is about")
 

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from pages import _ui
-from wdscale import plots, theory
+from wdscale import analysis, plots, theory
 from wdscale.errors import DamagedRun
 
 st.title("AdamW's steady state")
@@ -86,8 +86,9 @@ wds = sorted({r["wd"] for r in recs})
 mats = sorted({p for r in recs for p, c in r["param_class"].items() if c == "matrix"} & set(recs[0]["top_sv"]))
 c1, c2, c3, c4 = st.columns(4)
 rule = c1.selectbox("Rule", rules, key="ss_rule")
-lr = c2.selectbox("η₀", lrs, index=len(lrs) // 2, key="ss_lr", format_func=lambda x: f"{x:g}")
-wd = c3.selectbox("λ₀", wds, key="ss_wd", format_func=lambda x: f"{x:g}")
+lr0, wd0 = analysis.default_setting(recs, rule)  # the setting with the most widths
+lr = c2.selectbox("η₀", lrs, index=lrs.index(lr0), key="ss_lr", format_func=lambda x: f"{x:g}")
+wd = c3.selectbox("λ₀", wds, index=wds.index(wd0), key="ss_wd", format_func=lambda x: f"{x:g}")
 param = c4.selectbox("Matrix", mats or sorted(recs[0]["top_sv"]), key="ss_param")
 series = []
 for r in sorted([r for r in recs if r["rule"] == rule and r["lr"] == lr and r["wd"] == wd], key=lambda r: r["width"]):

@@ -36,11 +36,22 @@ def run_page(page: str | None):
     return at
 
 
-def wait_for_demo(root, timeout=90.0):
+def demo_all_configs(store) -> list | None:
+    """Both phases of the demo once phase 1 is stored (phase 2 follows from its optimum), else None."""
+    from wdscale.jobs import demo_then
+
+    done1, todo1 = plan(demo_configs(), store)
+    if todo1:
+        return None
+    return demo_configs() + demo_then()(done1)
+
+
+def wait_for_demo(root, timeout=150.0):
     store = RunStore(root)
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if not plan(demo_configs(), store)[1]:
+        cs = demo_all_configs(store)
+        if cs is not None and not plan(cs, store)[1]:
             return
         time.sleep(0.2)
     raise AssertionError("demo did not finish")
@@ -65,7 +76,7 @@ def test_demo_trains_then_every_page_shows_it(data_dir, one_thread):
     assert len(charts) >= 2  # sigma_top vs width and loss vs lr
     assert at.button(key="demo_button").disabled  # results cached in the store: nothing to retrain
     n = len(RunStore(data_dir).records())
-    assert n == len(demo_configs())
+    assert n == len({c.run_id for c in demo_all_configs(RunStore(data_dir))})
     for page in PAGES:
         at = run_page(page)
         if page == "pages/runs.py":  # table + bundle download (charts only for selected rows)

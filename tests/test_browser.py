@@ -66,10 +66,13 @@ def test_deep_link_on_a_fresh_server_shows_the_whole_app(tmp_path):
 
 
 def test_ui_answers_within_a_second_while_the_demo_trains(tmp_path):
-    """Training uses every core (jobs.default_threads); a click elsewhere must still rerun its page in < 1 s.
+    """Training uses every core (jobs.default_threads); a click on a widget must still rerun its page in < 1 s.
 
-    Measured as the time from a sidebar click to the Rules/Train page's heading, while the demo's first phase is
-    training (400 steps x 42 members keep it busy for the whole measurement)."""
+    While the demo's first phase trains (400 steps x 42 members keep it busy), the Train page's Model radio is
+    flipped four times; each flip's time is from the click until the page shows (or stops showing) the
+    Transformer's corpus choice.  The median must be under a second."""
+    import time
+
     from playwright.sync_api import expect, sync_playwright
 
     env = {"WDSCALE_DEMO_STEPS": "400"}  # no OMP_NUM_THREADS: the app's own thread choice is what is tested
@@ -80,20 +83,27 @@ def test_ui_answers_within_a_second_while_the_demo_trains(tmp_path):
         button = page.get_by_role("button", name="Run the demo")
         expect(button).to_be_visible(timeout=60_000)
         button.click()
-        expect(page.get_by_text("training").first).to_be_visible(timeout=60_000)
-        import time
-
-        page.goto(url + "/train")  # load the page's modules once, before timing a rerun
+        expect(page.get_by_text("training width").first).to_be_visible(timeout=60_000)
+        page.goto(url + "/train")
         expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
-        nav = page.locator('[data-testid="stSidebarNav"]')
+        corpus = page.get_by_text("Corpus", exact=True)
         times = []
-        for name, heading in [("Transfer", "Learning-rate transfer"), ("Train", "Train a study"),
-                              ("Transfer", "Learning-rate transfer"), ("Train", "Train a study")]:
+        for choice, shown in [("transformer", True), ("synthetic", False)] * 2:
             t0 = time.perf_counter()
-            nav.get_by_text(name, exact=True).click()
-            expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=30_000)
+            page.get_by_text(choice, exact=True).first.click()
+            (expect(corpus).to_be_visible if shown else expect(corpus).to_be_hidden)(timeout=30_000)
             times.append(time.perf_counter() - t0)
-        snap = page.get_by_text("training").count()
+        still = manager_running(tmp_path / "runs")
         browser.close()
-    assert snap >= 0
-    assert sorted(times)[len(times) // 2] < 1.0, f"page switch took {times} s while training"
+    print(f"widget rerun times while training: {[round(t, 3) for t in times]} s")
+    assert still, "the demo finished before the clicks were timed: nothing was measured under load"
+    assert sorted(times)[len(times) // 2] < 1.0, f"widget reruns took {times} s while training"
+
+
+def manager_running(root) -> bool:
+    """True while the demo's phase 1 is still missing runs in the store (so training was under way)."""
+    from wdscale.jobs import demo_configs
+    from wdscale.store import RunStore
+    from wdscale.sweep import plan
+
+    return bool(plan(demo_configs(400), RunStore(root))[1])

@@ -57,7 +57,7 @@ def test_files_hold_weights_and_spectra(store):
             assert rec["top_sv"][n] == pytest.approx(float(torch.linalg.svdvals(t)[0]), rel=1e-6)
     spec = store.spectra(rec["run_id"])
     assert spec["steps"][0] == 0 and spec["steps"][-1] == 12
-    assert spec["h0"].shape == (len(spec["steps"]), 64)
-    np.testing.assert_allclose(spec["h0"][-1, 0], rec["top_sv"]["h0"], rtol=1e-5)
+    assert spec["w1_0"].shape == (len(spec["steps"]), 64)
+    np.testing.assert_allclose(spec["w1_0"][-1, 0], rec["top_sv"]["w1_0"], rtol=1e-5)
     store.delete(rec["run_id"])
     assert store.records() == []

@@ -185,6 +185,20 @@ def drift_ci(curves: dict, n_boot: int = 400, seed: int = 0, level: float = 95.0
     return float(lo), float(hi)
 
 
+def default_setting(records: list[dict], rule: str) -> tuple[float, float] | None:
+    """(lr, wd) of ``rule`` that covers the most widths (ties: the middle lr, then the middle wd), so a page
+    opens on a setting whose spectra exist at every width."""
+    by = defaultdict(set)
+    for r in records:
+        if r["rule"] == rule:
+            by[(r["lr"], r["wd"])].add(r["width"])
+    if not by:
+        return None
+    most = max(len(ws) for ws in by.values())
+    best = sorted(k for k, ws in by.items() if len(ws) == most)
+    return best[len(best) // 2]
+
+
 def drift_octaves(opt_by_width: dict) -> float:
     """Octaves the optimum moves per doubling of width: slope of log2(x_opt) against log2(width)."""
     pts = [(w, o) for w, o in opt_by_width.items() if o]

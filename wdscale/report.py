@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from .verdict import DEFAULT_THRESHOLD, MIN_TAUS, horizon_check, transfer_verdict
+from .verdict import DEFAULT_THRESHOLD, MIN_TAUS, compare_rules, horizon_check, transfer_verdict
 
 
 def configure(p) -> None:
@@ -67,19 +67,29 @@ def _md_table(rows: list[list[str]]) -> list[str]:
                                                                             for r in rows[1:]]
 
 
+def _ci(v: dict) -> str:
+    lo, hi = v.get("drift_ci") or (None, None)
+    return f"[{_drift(lo)}, {_drift(hi)}]" if lo is not None and math.isfinite(lo) else "-"
+
+
 def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
     v0 = verdicts[0]
     rt = v0["regret_threshold"]
-    lines = [f"# Transfer verdict: optimal {param} across widths", "",
-             f"PASS when |drift| <= {v0['threshold']:g} octaves of the optimal {param} per doubling of width"
-             + (f" and max regret <= {rt:g}" if rt is not None else "") + ". Regret = loss when trained at the "
-             f"proxy's (smallest width's) optimal {param} minus that width's best loss. Per-step decay of a matrix is "
-             f"lr*wd (torch AdamW), tau = 1/(lr*wd).", "",
-             "| rule | fixed | drift (oct/doubling) | max regret | verdict |", "|---|---|---|---|---|"]
+    lines = [f"# Transfer verdict: optimal {param} across widths", ""]
+    lines += [f"**{c['sentence']}**" for c in compare_rules(verdicts) if len(c["ranking"]) > 1]
+    lines += ["",
+              f"PASS when the drift's 95% CI lies within ±{v0['threshold']:g} octaves of the optimal {param} per "
+              f"doubling of width" + (f" and max regret <= {rt:g}" if rt is not None else "")
+              + "; FAIL when it lies outside; INCONCLUSIVE otherwise, or when an optimum is on the grid edge or a "
+              f"run is below {MIN_TAUS:g} tau. Seeds are averaged before any optimum. Regret = loss when trained at "
+              f"the proxy's (smallest width's) optimal {param} minus that width's best loss. Per-step decay of a "
+              f"matrix is lr*wd (torch AdamW), tau = 1/(lr*wd).", "",
+              "| rule | fixed | drift (oct/doubling) | 95% CI | seeds | max regret | verdict |",
+              "|---|---|---|---|---|---|---|"]
     other = "wd" if param == "lr" else "lr"
     for v in verdicts:
-        lines.append(f"| {v['rule']} | {other}={v[other]:g}, {v['steps']} steps | {_drift(v['drift'])} | "
-                     f"{_fmt(v['max_regret'])} | **{v['verdict']}** |")
+        lines.append(f"| {v['rule']} | {other}={v[other]:g}, {v['steps']} steps | {_drift(v['drift'])} | {_ci(v)} | "
+                     f"{v.get('n_seeds', '-')} | {_fmt(v['max_regret'])} | **{v['verdict']}** |")
     for v in verdicts:
         lines += ["", f"## {_label(v, param)}", ""]
         rows = [["width", f"optimal {param}", "method", "best loss", f"loss at proxy {param}", "regret"]]
@@ -153,7 +163,8 @@ def run(args) -> int:
     records = load_records(args.dir, args.model)
     verdicts, horizons = build_report(records, args.param, args.threshold, args.regret_threshold)
     if args.format == "json":
-        print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons})))
+        print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons,
+                                     "comparison": compare_rules(verdicts)})))
     elif args.format == "csv":
         print(to_csv(verdicts, args.param))
     else:
