@@ -204,6 +204,18 @@ class EnsembleAdamW:
                                     beta1=self.b1, beta2=self.b2, weight_decay=wd, eps=self.eps, maximize=False,
                                     grad_scale=None, found_inf=None)
 
+    def state(self) -> dict:
+        """Step count and Adam moments by parameter name (CPU copies): what a checkpoint needs."""
+        return {"t": self.t, "m": {n: m.detach().cpu() for n, _, _, _, m, _ in self.params},
+                "v": {n: v.detach().cpu() for n, _, _, _, _, v in self.params}}
+
+    def load_state(self, st: dict) -> None:
+        self.t = int(st["t"])
+        with torch.no_grad():
+            for n, _, _, _, m, v in self.params:
+                m.copy_(st["m"][n])
+                v.copy_(st["v"][n])
+
     def zero_grad(self) -> None:
         for _, p, *_ in self.params:
             p.grad = None

@@ -5,13 +5,14 @@ rerun of an interrupted sweep trains only the runs that are missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections import defaultdict
 from typing import Callable, Iterable
 
 from .store import RunStore
-from .train import RunConfig, TrainOptions, train_ensemble
+from .train import RunConfig, TrainOptions, checkpoint_path, train_ensemble
 
 MAX_MEMBERS = 64  # members per ensemble chunk: bounds memory, keeps batching efficient (a demo width is 42)
 
@@ -69,6 +70,10 @@ def run_sweep(configs: list[RunConfig], store: RunStore | None, opts: TrainOptio
         if on_record:
             on_record(rec)
     emit({"type": "plan", "cached": len(cached), "to_train": sum(len(c) for c in chunks), "chunks": len(chunks)})
+    if store is not None and executor != "ray":  # mid-ensemble checkpoints live beside the runs they become
+        opts = dataclasses.replace(opts or TrainOptions(), checkpoint_dir=(opts.checkpoint_dir if opts and
+                                                                          opts.checkpoint_dir else
+                                                                          str(store.root / "checkpoints")))
     if executor == "ray":
         from .ray_executor import run_chunks_ray
 
@@ -82,6 +87,9 @@ def run_sweep(configs: list[RunConfig], store: RunStore | None, opts: TrainOptio
             by_id[res["run_id"]] = rec
             if on_record:
                 on_record(rec)
+        if opts is not None and opts.checkpoint_dir and results and all(r["status"] == "done" for r in results):
+            # stored for good: the checkpoint has done its job (a cancelled ensemble keeps it, to resume)
+            checkpoint_path(opts.checkpoint_dir, [r["config"] for r in results]).unlink(missing_ok=True)
     return [by_id[c.run_id] for c in _unique(configs) if c.run_id in by_id]
 
 

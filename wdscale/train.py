@@ -10,9 +10,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -210,6 +212,51 @@ class TrainOptions:
     amp: bool = False  # bf16 autocast (CUDA)
     event_every: int | None = None
     callbacks: list = field(default_factory=list)  # f(step, model, batch, opt) -> None, after each step
+    # Mid-ensemble checkpoints (weights, Adam moments, step, data order, histories): written every
+    # checkpoint_seconds of wall time and on cancel, so kill -9 or a cancelled study resumes instead of restarting.
+    # run_sweep puts them in <store>/checkpoints and deletes one once its runs are stored.
+    checkpoint_dir: str | None = None
+    checkpoint_seconds: float = field(default_factory=lambda: float(os.environ.get("WDSCALE_CHECKPOINT_SECONDS",
+                                                                                  120)))
+
+
+def checkpoint_path(directory, configs: list[RunConfig]) -> Path:
+    """One file per ensemble, named by its members' run ids (order-free)."""
+    key = hashlib.sha1(",".join(sorted(c.run_id for c in configs)).encode()).hexdigest()[:20]
+    return Path(directory) / f"{key}.pt"
+
+
+def _data_state(data) -> dict:
+    return {"gen": data.gen.get_state(), "perm": getattr(data, "perm", None), "pos": getattr(data, "pos", 0)}
+
+
+def _load_data_state(data, st: dict) -> None:
+    data.gen.set_state(st["gen"])
+    if hasattr(data, "perm"):
+        data.perm = None if st["perm"] is None else st["perm"].to(data.train[0].device)
+        data.pos = int(st["pos"])
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint, never a torn one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full store: training goes on, only the crash insurance is lost
+        pass
+
+
+def _load_checkpoint(path: Path, run_ids: list[str]) -> dict | None:
+    """The checkpoint of this very ensemble, or None (missing, unreadable or of other members)."""
+    if not path.is_file():
+        return None
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception:
+        return None
+    return st if st.get("run_ids") == run_ids else None
 
 
 def _twins(configs: list[RunConfig], resolved: list) -> list[int]:
@@ -237,17 +284,18 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     resolved_all = [c.resolved() for c in configs]
     twin = _twins(configs, resolved_all)
     uniq = sorted(set(twin))
+    ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
     if len(uniq) < len(configs):
         slot = {j: k for k, j in enumerate(uniq)}
-        res = _train_unique([configs[j] for j in uniq], opts, on_event, cancel)
+        res = _train_unique([configs[j] for j in uniq], opts, on_event, cancel, ckpt)
         out = []
         for c, r, t in zip(configs, resolved_all, twin):
             out.append({**res[slot[t]], "config": c, "run_id": c.run_id, "resolved": r})
         return out
-    return _train_unique(configs, opts, on_event, cancel)
+    return _train_unique(configs, opts, on_event, cancel, ckpt)
 
 
-def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel) -> list[dict]:
+def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel, ckpt: Path | None) -> list[dict]:
     emit = on_event or (lambda e: None)
     c0 = configs[0]
     E, steps = len(configs), c0.steps
@@ -300,14 +348,47 @@ def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel
         emit({"type": "spectra", "width": c0.width, "step": step,
               "top_sv": {n: spectra[n][-1][:, 0].tolist() for n in model.matrices()}})
 
-    emit({"type": "start", "width": c0.width, "n_members": E, "steps": steps,
-          "run_ids": [c.run_id for c in configs]})
-    snapshot(0)
+    run_ids = [c.run_id for c in configs]
+    start = 0
+    st = _load_checkpoint(ckpt, run_ids) if ckpt else None
+    if st is not None:  # resume: everything a step depends on comes back, so the numbers equal an unbroken run
+        start = int(st["step"])
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(st["params"][n])
+            model.readout_mult.copy_(st["readout_mult"])
+        opt.load_state(st["opt"])
+        _load_data_state(data, st["data"])
+        alive.copy_(st["alive"])
+        diverged_step[:] = st["diverged_step"]
+        init_loss = st["init_loss"]
+        loss_hist[:start] = st["loss_hist"]
+        eval_hist.update({int(k): v for k, v in st["evals"].items()})
+        spectra.update({"steps": list(st["spectra"]["steps"]),
+                        **{n: list(st["spectra"][n].unbind(0)) for n in model.matrices()}})
+
+    def save_checkpoint(done_steps):
+        _save_checkpoint(ckpt, {
+            "run_ids": run_ids, "step": done_steps,
+            "params": {n: p.detach().cpu() for n, p in model.named_parameters()},
+            "readout_mult": model.readout_mult.detach().cpu(), "opt": opt.state(), "data": _data_state(data),
+            "alive": alive.cpu(), "diverged_step": list(diverged_step), "init_loss": init_loss.cpu(),
+            "loss_hist": loss_hist[:done_steps].cpu(), "evals": {str(k): v for k, v in eval_hist.items()},
+            "spectra": {"steps": list(spectra["steps"]),
+                        **{n: torch.stack(spectra[n]) for n in model.matrices()}}})
+
+    emit({"type": "start", "width": c0.width, "n_members": E, "steps": steps, "run_ids": run_ids,
+          "resumed_from": start})
+    if st is None:
+        snapshot(0)
     t0 = time.perf_counter()
-    done = 0
+    last_ckpt = t0
+    done = start
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts.amp)
-    for step in range(steps):
+    for step in range(start, steps):
         if cancel is not None and cancel.is_set():
+            if ckpt and done > start:
+                save_checkpoint(done)  # before the partial snapshot below: a resume continues the cadence
             break
         batch = next(data)
         with autocast:
@@ -335,7 +416,10 @@ def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel
             el = time.perf_counter() - t0
             emit({"type": "step", "width": c0.width, "step": done, "steps": steps,
                   "loss": loss.detach().float().cpu().tolist(), "alive": alive.cpu().tolist(),
-                  "elapsed": el, "eta": el / done * (steps - done)})
+                  "elapsed": el, "eta": el / (done - start) * (steps - done)})
+        if ckpt and done < steps and time.perf_counter() - last_ckpt >= opts.checkpoint_seconds:
+            save_checkpoint(done)
+            last_ckpt = time.perf_counter()
     partial = done < steps
     if partial and done > 0 and (not spectra["steps"] or spectra["steps"][-1] != done):
         snapshot(done)
