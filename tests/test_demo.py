@@ -175,3 +175,20 @@ def test_demo_json_contract(tmp_path):
     p2 = subprocess.run([sys.executable, "-m", "wdscale", "demo", "--json", "--out", str(tmp_path / "s"),
                          "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
     assert json.loads(p2.stdout)["rules"] == s["rules"]
+
+
+def _summary(drifts, svs, best, alpha=0.87):
+    return {"rules": {r: {"drift": d, "top_sv_exponent": e} for (r, d), e in zip(drifts.items(), svs)},
+            "best_rule": best, "alpha": alpha}
+
+
+def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
+    from wdscale.demo import plain_reading
+
+    s = plain_reading(_summary({"mup": 0.74, "wd": 0.48, "indep": 0.28}, [0.28, 0.14, -0.08], "indep"))
+    assert "drifts most (+0.74" in s and "not the paper's λ ∝ √d (+0.48)" in s and "Kosson" in s
+    assert "d^0.74" in s  # 2 alpha - 1 with alpha = 0.87
+    s = plain_reading(_summary({"mup": 0.6, "wd": 0.02, "indep": -0.3}, [0.25, 0.0, -0.25], "wd"))
+    assert "The paper's λ ∝ √d transfers best here." in s
+    s = plain_reading(_summary({"mup": 0.0, "wd": 0.3, "indep": 0.5}, [0.1, 0.2, 0.3], "mup"))
+    assert "does not drift most" in s and "flattens" not in s

@@ -158,3 +158,35 @@ def test_default_spectra_cadence():
     assert long[0]["spectra"]["steps"] == list(range(0, 4 * MIN_SPECTRA_GAP + 1, MIN_SPECTRA_GAP))
     short = train_ensemble([cfg(steps=32)])  # shorter than the gap: first and last only
     assert short[0]["spectra"]["steps"] == [0, 32]
+
+
+def test_non_finite_member_skips_its_spectra_and_the_rest_is_kept():
+    """lr 1e39 turns a member's weights to inf/NaN within a step: its spectra are skipped (an SVD of a non-finite
+    batch would fail for every member), it is marked diverged, and its healthy neighbour is stored intact."""
+    good, bad = cfg(rule="sp", lr=1e-3, wd=0.0, seed=1, steps=12), cfg(rule="sp", lr=1e39, wd=0.0, seed=2, steps=12)
+    res = train_ensemble([good, bad], TrainOptions(spectra_every=3))
+    assert res[1]["diverged"] and not res[0]["diverged"]
+    alone = train_ensemble([good], TrainOptions(spectra_every=3))[0]
+    assert res[0]["final_loss"] == pytest.approx(alone["final_loss"], rel=1e-5)
+    assert all(v == v for v in res[0]["top_sv"].values())  # finite spectra for the healthy member
+
+
+def test_rms_norm_function_matches_the_composite_in_value_and_gradient():
+    from wdscale.ensemble import _rms_norm_composite, rms_norm
+
+    torch.manual_seed(0)
+    for shape in [(3, 5, 16), (2, 4, 7, 16)]:
+        x = torch.randn(*shape, requires_grad=True)
+        g = torch.randn(shape[0], shape[-1], requires_grad=True)
+        w = torch.randn(*shape)
+        (rms_norm(x, g) * w).sum().backward()
+        gx, gg = x.grad.clone(), g.grad.clone()
+        x.grad = g.grad = None
+        (_rms_norm_composite(x, g) * w).sum().backward()
+        assert torch.allclose(rms_norm(x, g), _rms_norm_composite(x, g), rtol=1e-6, atol=1e-6)
+        assert torch.allclose(gx, x.grad, rtol=1e-5, atol=1e-5) and torch.allclose(gg, g.grad, rtol=1e-5, atol=1e-5)
+    x64 = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    g64 = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    from wdscale.ensemble import _RMSNorm
+
+    assert torch.autograd.gradcheck(lambda a, b: _RMSNorm.apply(a, b, 1e-6), (x64, g64))

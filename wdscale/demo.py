@@ -97,6 +97,7 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     best = proxy_optimum(proxy)
     recs = run_sweep(transfer_configs(best["eta0"], best["lam0"], steps, spec), store, **kw)
     out = summarize(proxy, recs)
+    out["reading"] = plain_reading(out)
     out["seconds"] = time.perf_counter() - t0
     out["partial"] = bool(cancel is not None and cancel.is_set())
     return out
@@ -157,6 +158,38 @@ def summarize(proxy: list[dict], recs: list[dict]) -> dict:
     }
 
 
+def plain_reading(s: dict) -> str:
+    """What the demo shows about the argument, in plain words with its numbers (Home page, ``wdscale demo``).
+
+    The tool measures and reports: when the best rule is not the paper's, this says so."""
+    r = s["rules"]
+    if not all(k in r for k in ("mup", "wd", "indep")):
+        return ""
+    d = {k: r[k]["drift"] for k in ("mup", "wd", "indep")}
+    sv = {k: r[k]["top_sv_exponent"] for k in ("mup", "wd", "indep")}
+    parts = []
+    if abs(d["mup"]) > max(abs(d["wd"]), abs(d["indep"])):
+        parts.append(f"With λ fixed (mup) the optimal η₀ drifts most ({d['mup']:+.2f} octaves per width doubling): "
+                     "weight decay must scale with width for the learning rate to transfer.")
+    else:
+        parts.append(f"Here λ fixed (mup, drift {d['mup']:+.2f}) does not drift most: the argument's premise does "
+                     "not show in this run.")
+    if None not in sv.values() and sv["mup"] > sv["wd"] > sv["indep"]:
+        parts.append(f"Scaling λ with width flattens σ_top as the argument says (σ_top ∝ d^{sv['mup']:+.2f} / "
+                     f"d^{sv['wd']:+.2f} / d^{sv['indep']:+.2f} under mup / wd / indep).")
+    best = s.get("best_rule")
+    if best == "wd":
+        parts.append("The paper's λ ∝ √d transfers best here.")
+    elif best == "indep":
+        alpha = s.get("alpha")
+        extra = (f" The measured σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75) puts the flat-σ_top rule at "
+                 f"λ ∝ d^{2 * alpha - 1:.2f}.") if alpha is not None and alpha == alpha else ""
+        parts.append(f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), not the "
+                     f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting agrees with Kosson et al., and the paper's "
+                     f"exponent depends on the setting." + extra)
+    return " ".join(parts)
+
+
 def _run_row(r: dict) -> dict:
     return {k: r.get(k) for k in ("run_id", "rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged",
                                   "matrix_lr", "matrix_wd", "top_sv", "param_class")}
@@ -175,6 +208,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"{rule:6} {r['drift']:>+22.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} "
                      f"{(r['top_sv_exponent'] or float('nan')):>+15.2f} {r['verdict']:>13}  {opt}")
     lines.append(s["sentence"])
+    if s.get("reading"):
+        lines.append(s["reading"])
     if s.get("implied_lambda_exponent") is not None:
         lines.append(f"sigma_top ~ sqrt(eta/lam) d^{s['alpha']:.2f} here (paper: d^0.75), so lam ~ "
                      f"d^{s['implied_lambda_exponent']:.2f} would hold it flat under eta ~ 1/d (paper: d^0.5).")

@@ -75,11 +75,44 @@ def elinear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """RMSNorm over the last dim; gain (E, d) broadcast over the middle dims."""
+    """RMSNorm over the last dim; gain (E, d) broadcast over the middle dims.
+
+    In fp32 with a gain it runs as one autograd Function with a hand-written backward: ~40% fewer passes over
+    the activations than autograd's composite, which matters because at the demo's widths these elementwise
+    passes cost about as much as the matmuls (tests/test_ensemble.py checks values and gradients against the
+    composite)."""
+    if gain is not None and x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+        return _RMSNorm.apply(x, gain, eps)
+    return _rms_norm_composite(x, gain, eps)
+
+
+def _rms_norm_composite(x: torch.Tensor, gain: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     if gain is not None:
         y = y * gain.reshape(gain.shape[0], *([1] * (x.ndim - 2)), gain.shape[-1])
     return y
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gain, eps):
+        # ||x|| in one read (no x*x temporary); mean(x^2) = ||x||^2 / d
+        r = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps))
+        xhat = x * r
+        g = gain.reshape(gain.shape[0], *([1] * (x.ndim - 2)), gain.shape[-1])
+        ctx.save_for_backward(xhat, r, g)
+        ctx.gain_shape = gain.shape
+        return xhat * g
+
+    @staticmethod
+    def backward(ctx, gy):
+        xhat, r, g = ctx.saved_tensors
+        gx = gy * g
+        E, d = xhat.shape[0], xhat.shape[-1]
+        g_gain = torch.linalg.vecdot(gy.reshape(E, -1, d), xhat.reshape(E, -1, d), dim=1).reshape(ctx.gain_shape)
+        # d/dx of x * rsqrt(mean(x^2)): r * (gx - xhat * mean(gx * xhat))
+        dot = torch.linalg.vecdot(gx, xhat, dim=-1).unsqueeze(-1).div_(d)
+        return torch.addcmul(gx, xhat, dot, value=-1).mul_(r), g_gain, None
 
 
 def singular_values(w: torch.Tensor) -> torch.Tensor:
