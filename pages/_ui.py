@@ -194,7 +194,7 @@ def live_curves_fig(snap: dict):
         curves.append({"name": f"{i['rule']} d={i['width']} η₀={i['lr']:.3g} λ₀={i['wd']:.3g}",
                        "steps": [p[0] for p in pts], "loss": [p[1] for p in pts], "rule": i["rule"],
                        "width": i["width"], "diverged": rid in snap["diverged"]})
-    return loss_curves(curves, title="Live training loss per member (dotted: diverged)")
+    return loss_curves(curves, title="Live training loss per member of the running ensemble (dotted: diverged)")
 
 
 def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
@@ -203,7 +203,8 @@ def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
     Polls every 2 s while the job is queued/running (a fragment, so only this part reruns); when the job
     ends it reruns the whole page once so the results below are drawn from the store."""
     jid = st.session_state.get(job_key)
-    snap = manager().snapshot(jid)
+    # the records are copied once per page run (the 2 s poll below copies only the live curves)
+    snap = manager().snapshot(jid, records=True, live_only=True)
     if snap is None:
         return None
     if snap["status"] in ("queued", "running"):
@@ -225,7 +226,7 @@ def _draw_panel(snap: dict, job_key: str, show_curves: bool, live: bool) -> None
 
 @st.fragment(run_every=2.0)
 def _live_panel(job_key: str, show_curves: bool) -> None:
-    snap = manager().snapshot(st.session_state.get(job_key))
+    snap = manager().snapshot(st.session_state.get(job_key), records=False, live_only=True)
     if snap is None:
         return
     if snap["status"] not in ("queued", "running"):

@@ -187,6 +187,10 @@ def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
 
     s = plain_reading(_summary({"mup": 0.74, "wd": 0.48, "indep": 0.28}, [0.28, 0.14, -0.08], "indep"))
     assert "drifts most (+0.74" in s and "not the paper's λ ∝ √d (+0.48)" in s and "Kosson" in s
+    assert "overlaps" not in s
+    s2 = plain_reading({**_summary({"mup": 0.74, "wd": 0.44, "indep": 0.24}, [0.28, 0.18, -0.07], "indep"),
+                        "conclusive": False})
+    assert "still overlaps" in s2 and "transfers best" not in s2
     assert "d^0.74" in s  # 2 alpha - 1 with alpha = 0.87
     s = plain_reading(_summary({"mup": 0.6, "wd": 0.02, "indep": -0.3}, [0.25, 0.0, -0.25], "wd"))
     assert "The paper's λ ∝ √d transfers best here." in s

@@ -184,8 +184,12 @@ def plain_reading(s: dict) -> str:
         alpha = s.get("alpha")
         extra = (f" The measured σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75) puts the flat-σ_top rule at "
                  f"λ ∝ d^{2 * alpha - 1:.2f}.") if alpha is not None and alpha == alpha else ""
-        parts.append(f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), not the "
-                     f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting agrees with Kosson et al., and the paper's "
+        if s.get("conclusive", True):
+            head = f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), not the "
+        else:
+            head = (f"The smallest drift is ηλ fixed's (λ ∝ d, {d['indep']:+.2f}), though its CI still overlaps the "
+                    f"next rule's at this budget (more seeds would settle it); not the ")
+        parts.append(head + f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting leans to Kosson et al., and the paper's "
                      f"exponent depends on the setting." + extra)
     return " ".join(parts)
 

@@ -190,7 +190,22 @@ class Job:
             self.records.append(rec)
 
     # -- called from the page ------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def _curves(self, live_only: bool) -> dict:
+        if not live_only:
+            return {rid: list(c) for rid, c in self.curves.items()}
+        ch = self._chunks.get(self._current) or {}
+        out = {}
+        for rid in ch.get("run_ids", []):
+            c = self.curves.get(rid, [])
+            k = max(1, len(c) // 60)
+            out[rid] = c[::k] + (c[-1:] if c and (len(c) - 1) % k else [])
+        return out
+
+    def snapshot(self, records: bool = True, live_only: bool = False) -> dict:
+        """A copy of the job's state for a page.  The live panel asks for ``records=False, live_only=True``: no
+        deep copy of the records, and only the running ensemble's curves, thinned to <= 60 points each.  Every
+        copy runs under the GIL that the training thread needs, so a heavy poll every 2 s slowed the demo in
+        the browser several-fold."""
         with self.lock:
             total = self.total_member_steps
             if self.then is not None and self.expected_member_steps:  # phase 2 not planned yet: use the estimate
@@ -206,8 +221,8 @@ class Job:
                 "fraction": min(1.0, frac), "eta_s": eta, "width": self.width, "step": self.step,
                 "steps": self.steps, "chunk": self.chunk,
                 "elapsed_s": ((self.finished or time.time()) - self.started) if self.started else 0.0,
-                "records": copy.deepcopy(self.records),
-                "curves": {rid: list(c) for rid, c in self.curves.items()},
+                "records": copy.deepcopy(self.records) if records else [],
+                "curves": self._curves(live_only),
                 "diverged": set(self.diverged), "info": dict(self.info),
             }
 
@@ -299,11 +314,11 @@ class JobManager:
         with self._lock:
             return self._jobs.get(job_id) if job_id else None
 
-    def snapshot(self, job_id: str | None) -> dict | None:
+    def snapshot(self, job_id: str | None, records: bool = True, live_only: bool = False) -> dict | None:
         job = self.get(job_id)
         if job is None:
             return None
-        snap = job.snapshot()
+        snap = job.snapshot(records, live_only)
         if snap["status"] == "queued":
             snap["queue_position"] = self.queue_position(job_id)
         return snap
