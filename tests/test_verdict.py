@@ -178,3 +178,16 @@ def test_sweep_horizon_warnings_one_line_per_rule():
     msgs = sweep_horizon_warnings(cfgs)
     # mup at width 256: tau = 16 > 20/3; indep keeps lr*wd fixed, so every indep run reaches 5 tau
     assert len(msgs) == 1 and msgs[0].startswith("rule mup: 1 of 2 runs") and "width 256" in msgs[0]
+
+
+def test_runs_of_an_earlier_model_version_are_another_study():
+    """A store from before the model change keeps its runs, but they never mix with the new ones."""
+    from wdscale.export import group_studies
+
+    new = planted_sweep({64: 2.0 ** -7, 128: 2.0 ** -7})
+    old = [{**r, "run_id": r["run_id"][::-1]} for r in new]
+    for r in old:
+        r.pop("model_version")
+    studies = group_studies(new + old)
+    assert len(studies) == 2 and any("earlier model version" in k for k in studies)
+    assert len(transfer_verdict(new + old)) == 2

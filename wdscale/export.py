@@ -18,7 +18,7 @@ from collections import defaultdict
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html", "csv": "text/csv"}
 # Settings one `wdscale sweep` command cannot vary: records differing in these are separate studies.
 STUDY_FIELDS = ("model", "base_width", "steps", "schedule", "warmup", "batch_size", "depth", "seq_len", "head_dim",
-                "corpus", "a", "b")
+                "corpus", "a", "b", "model_version")  # a changed model is another study, never mixed in
 _kaleido_lock = threading.Lock()  # one kaleido server per process; sessions take turns
 
 
@@ -132,6 +132,8 @@ def study_label(rec: dict) -> str:
             s += f", {k}={rec[k]}"
     if rec.get("model") == "transformer" and rec.get("corpus") not in (None, "stdlib"):
         s += f", corpus={str(rec['corpus']).rsplit('/', 1)[-1]}"
+    if rec.get("model_version") is None:  # stored before run ids carried the model version
+        s += ", earlier model version"
     return s
 
 
