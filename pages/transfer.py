@@ -18,15 +18,17 @@ at = st.sidebar.selectbox("Loss measured at", metric_opts, key="tr_at",
                           format_func=lambda s: "end of training (final validation loss)" if s == "final"
                           else f"step {s} (validation)")
 step = None if at == "final" else int(at)
-if step is not None:  # the same plot functions read the 'final_loss' field: substitute the eval at that step
-    recs = [{**r, "final_loss": analysis.record_loss(r, step)} for r in recs]
+raw = recs  # the verdict reads the eval at `step` itself (analysis.run_loss: one definition of a run's loss)
+if step is not None:  # the plot functions read the 'final_loss' field: substitute the eval at that step
+    recs = [{**r, "final_loss": analysis.record_loss(r, step),
+             "diverged": analysis.record_loss(r, step) is None and r.get("diverged")} for r in recs]
 
 
-def show_verdict(recs: list[dict], param: str) -> None:
+def show_verdict(recs: list[dict], param: str, step: int | None = None) -> None:
     """verdict.transfer_verdict as one line per rule plus its table (drift within ±threshold octaves/doubling)."""
     if not hasattr(verdict, "transfer_verdict"):
         return
-    rows = verdict.transfer_verdict(recs, param=param, metric="final_loss")
+    rows = verdict.transfer_verdict(recs, param=param, metric="final_loss", step=step)
     if not rows:
         st.caption("verdict needs ≥ 2 widths and ≥ 3 grid values per width")
         return
@@ -64,7 +66,7 @@ else:
     _ui.show(plots.loss_vs_param(recs, "lr", opt), "transfer_loss_vs_lr")
     st.caption("★ interpolated optimum (parabola in log η through the grid minimum); ✕ diverged runs, drawn at the "
                "top. Perfect transfer: the stars line up vertically (drift 0).")
-    show_verdict(recs, "lr")
+    show_verdict(raw, "lr", step)
 
 st.subheader("Loss vs weight decay")
 if len({r["wd"] for r in recs}) < 2:
@@ -73,4 +75,4 @@ else:
     optw = analysis.lr_optima(recs, param="wd")
     recs_w = [r for r in recs if r["wd"] > 0]  # log axis
     _ui.show(plots.loss_vs_param(recs_w, "wd", optw), "transfer_loss_vs_wd")
-    show_verdict(recs, "wd")
+    show_verdict(raw, "wd", step)
