@@ -104,7 +104,7 @@ def timed_train(configs, dev: torch.device, spectra_every: int | None = None):
 
 def ensemble_configs(model: str, width: int, steps: int, n: int = N_ENSEMBLE, **kw):
     """n members at one width: mu-P and the paper's rule, lrs spread over a decade, distinct seeds."""
-    from .train import RunConfig
+    from .config import RunConfig
 
     return [RunConfig(model=model, width=width, base_width=64, rule=("mup", "wd")[i % 2],
                       lr=3e-3 * 10 ** (i / n), wd=0.5, steps=steps, seed=i, **kw) for i in range(n)]
@@ -207,7 +207,7 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
 
 def transformer_mfu(width: int, steps: int, dev: torch.device, peak: float, reps: int, tiny: bool = False) -> dict:
     from . import transformer
-    from .train import RunConfig
+    from .config import RunConfig
 
     shape = dict(seq_len=32, batch_size=2) if tiny else dict(seq_len=128)  # tiny: plumbing only
     c = RunConfig(model="transformer", width=width, base_width=64, rule="mup", lr=3e-3, wd=0.1, steps=steps,
@@ -223,7 +223,7 @@ def transformer_mfu(width: int, steps: int, dev: torch.device, peak: float, reps
 
 def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress=None) -> dict:
     """Run every measurement; return the flat result dict (what ``--json`` prints)."""
-    from .train import pick_device
+    from .config import pick_device
 
     dev = pick_device(device)
     say = progress or (lambda s: None)

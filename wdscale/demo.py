@@ -26,7 +26,8 @@ import numpy as np
 from .analysis import fit_power_law, matrix_top_sv, seed_mean, seed_mean_curves
 from .rules import RULE_INFO, rule_exponents
 from .sweep import expand_grid, run_sweep
-from .train import RunConfig, TrainOptions
+from .config import RunConfig
+from .train import TrainOptions
 from .verdict import compare_rules, transfer_verdict
 
 # One half-octave lr ladder for both phases, so a transfer lr that the proxy grid already has is the very same

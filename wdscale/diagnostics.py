@@ -25,7 +25,7 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
 
 
 def config_from_record(rec: dict):
-    from .train import RunConfig
+    from .config import RunConfig
 
     names = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: rec[k] for k in names if k in rec})

@@ -12,9 +12,9 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from .store import RunStore
-from .train import RunConfig, TrainOptions, checkpoint_path, train_ensemble
+from .config import MAX_MEMBERS, RunConfig
+from .train import TrainOptions, checkpoint_path, train_ensemble
 
-MAX_MEMBERS = 64  # members per ensemble chunk: bounds memory, keeps batching efficient (a demo width is 42)
 
 
 def expand_grid(model: str, widths: Iterable[int], base_width: int, rules: Iterable[str], lrs: Iterable[float],

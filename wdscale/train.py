@@ -19,122 +19,11 @@ from typing import Callable
 
 import torch
 
-from .rules import RULES, check_positive, resolve
+from .config import (MAX_BATCH, MAX_DEPTH, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX_WIDTH,  # noqa: F401 (re-exported)
+                     MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, pick_device, validate_config)
 
-MODELS = ("synthetic", "transformer")
-SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
 SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
-# Part of every run id: a model whose maths changed gets a new version, so runs of the old one are never reused
-# as "cached" (synthetic 2: the normalized residual MLP on a finite power-law task; transformer 2: one attention
-# scale 1/sqrt(head_dim) for every rule).
-MODEL_VERSIONS = {"synthetic": 2, "transformer": 2}
-# Bounds on what one config may ask for: far beyond any study this tool is for, well below what would exhaust
-# memory before a check could run (the loss history alone is steps x members floats).
-MAX_STEPS = 1_000_000
-MAX_WIDTH = 8192
-MAX_DEPTH = 64
-MAX_BATCH = 65_536
-MAX_SEED = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One run = one member of an ensemble. Its hash is the run id in the store."""
-
-    model: str
-    width: int
-    base_width: int
-    rule: str
-    lr: float
-    wd: float
-    steps: int
-    seed: int = 0  # init seed
-    data_seed: int = 0  # batches; members of one ensemble share it
-    a: float | None = None  # custom rule: matrix lr ~ m^-a
-    b: float | None = None  # custom rule: matrix wd ~ m^b
-    schedule: str = "constant"
-    warmup: float = 0.0  # fraction of steps (warmup, cosine, exp_warmup)
-    batch_size: int | None = None  # None: the model's default
-    depth: int | None = None
-    seq_len: int = 128  # transformer only
-    head_dim: int = 32  # transformer only
-    corpus: str = "stdlib"  # transformer only: "stdlib" or a path to a UTF-8 text file
-
-    def __post_init__(self):
-        validate_config(self)
-
-    @property
-    def run_id(self) -> str:
-        return hashlib.sha1(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def canonical(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["model_version"] = MODEL_VERSIONS[self.model]
-        if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
-            for k in ("seq_len", "head_dim", "corpus"):
-                d.pop(k)
-        elif self.corpus != "stdlib":  # a user's file: its content, not just its path, names the run
-            from .data import corpus_digest
-
-            d["corpus_sha256"] = corpus_digest(self.corpus)
-        if self.rule != "custom":
-            d.pop("a"), d.pop("b")
-        return d
-
-    def group_key(self) -> tuple:
-        """Configs with the same key can train together in one ensemble."""
-        d = self.canonical()
-        for k in ("rule", "lr", "wd", "seed", "a", "b"):
-            d.pop(k, None)
-        return tuple(sorted(d.items()))
-
-    def resolved(self):
-        return resolve(self.rule, self.width, self.base_width, self.lr, self.wd, self.a, self.b)
-
-
-def validate_config(c: RunConfig) -> None:
-    """Raise ValueError with a one-line message for anything a user could mistype."""
-    if c.model not in MODELS:
-        raise ValueError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
-    if c.rule not in RULES:
-        raise ValueError(f"unknown rule {c.rule!r}; choose from {', '.join(RULES)}")
-    if c.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {c.schedule!r}; choose from {', '.join(SCHEDULES)}")
-    for k in ("width", "base_width", "steps"):
-        v = getattr(c, k)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{k} must be a positive integer, got {v!r}")
-    check_positive(lr=c.lr)
-    if not (isinstance(c.wd, (int, float)) and math.isfinite(c.wd) and c.wd >= 0):
-        raise ValueError(f"wd must be a finite number >= 0, got {c.wd!r}")
-    if not 0 <= c.warmup <= 1:
-        raise ValueError(f"warmup is a fraction of the steps in [0, 1], got {c.warmup}")
-    if c.batch_size is not None and c.batch_size <= 0:
-        raise ValueError(f"batch size must be > 0, got {c.batch_size}")
-    if c.depth is not None and c.depth <= 0:
-        raise ValueError(f"depth must be > 0, got {c.depth}")
-    for k, v, hi in (("steps", c.steps, MAX_STEPS), ("width", c.width, MAX_WIDTH), ("base width", c.base_width,
-                     MAX_WIDTH), ("depth", c.depth, MAX_DEPTH), ("batch size", c.batch_size, MAX_BATCH)):
-        if v is not None and v > hi:
-            raise ValueError(f"{k} {v} is above the limit of {hi:,} for one run")
-    for k in ("seed", "data_seed"):
-        v = getattr(c, k)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
-            raise ValueError(f"{k.replace('_', ' ')} must be an integer in [0, {MAX_SEED}], got {v!r}")
-    from .rules import decay_problem  # local: keeps this edit inside validate_config
-
-    problem = decay_problem(c.resolved())  # also refuses custom exponents that overflow
-    if problem and problem[0] == "error":
-        raise ValueError(problem[1])
-    if c.schedule == "exp_warmup":
-        from .rules import rule_exponents  # local: keeps this edit inside validate_config
-
-        if rule_exponents(c.rule, c.a, c.b)[0] != 0:  # the rule already scales the matrix lr by m^-a
-            raise ValueError(f"schedule exp_warmup scales the lr by width itself (Kosson et al.'s replacement "
-                             f"for mu-P's lr scaling); use it with rule sp, not {c.rule!r}, or the width factor "
-                             f"applies twice")
-
 
 def lr_factor(cfg: RunConfig, step: int) -> float:
     """Schedule multiplier on every lr of a member at ``step`` (0-based).
@@ -154,25 +43,6 @@ def lr_factor(cfg: RunConfig, step: int) -> float:
     # cosine: linear warmup, then cosine decay to 10% of the peak
     prog = 0.0 if T <= tw else max(0.0, (step - tw) / (T - tw))
     return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
-
-
-def pick_device(device: str = "cpu") -> torch.device:
-    """The torch device for a --device string; ValueError (one line) for one this machine cannot train on."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA was asked for but torch sees no GPU; use --device cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("MPS was asked for but torch cannot use it here; use --device cpu")
-    return dev
 
 
 def build(cfg: RunConfig, n_members: int, device: torch.device):
@@ -464,7 +334,6 @@ def preflight(configs: list[RunConfig], device: str = "cpu") -> None:
     dev = pick_device(device)
     syn = [c for c in configs if c.model == "synthetic"]
     if syn:
-        from .sweep import MAX_MEMBERS
         from .transformer import available_memory
 
         groups: dict = {}

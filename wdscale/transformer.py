@@ -223,8 +223,7 @@ def available_memory(device) -> int:
 
 def preflight(configs, device="cpu") -> None:
     """Fail fast, one line: width vs head_dim, corpus readable and long enough, ensemble fits in memory."""
-    from .sweep import MAX_MEMBERS
-    from .train import pick_device
+    from .config import MAX_MEMBERS, pick_device
 
     dev = pick_device(device)
     groups: dict = {}

@@ -75,7 +75,7 @@ def record_taus(rec: dict) -> float | None:
 # Transfer verdict
 # ---------------------------------------------------------------------------------------------------------
 def _config_fields() -> list[str]:
-    from .train import RunConfig
+    from .config import RunConfig
 
     return [f.name for f in dataclasses.fields(RunConfig)]
 
