@@ -69,10 +69,11 @@ else:
     show_verdict(raw, "lr", step)
 
 st.subheader("Loss vs weight decay")
-if len({r["wd"] for r in recs}) < 2:
-    st.info("this study has one λ₀: train a λ grid (Train page) to see how the optimal weight decay moves")
+recs_w = [r for r in analysis.swept(recs, "wd") if r["wd"] > 0]  # curves of >= 3 λ values; log axis
+if not recs_w:
+    st.info("no λ grid in this study (≥ 3 values of λ₀ at one width and η₀): train one (Train page) to see how "
+            "the optimal weight decay moves")
 else:
-    optw = analysis.lr_optima(recs, param="wd")
-    recs_w = [r for r in recs if r["wd"] > 0]  # log axis
+    optw = analysis.lr_optima(recs_w, param="wd")
     _ui.show(plots.loss_vs_param(recs_w, "wd", optw), "transfer_loss_vs_wd")
     show_verdict(raw, "wd", step)

@@ -191,3 +191,10 @@ def test_runs_of_an_earlier_model_version_are_another_study():
     studies = group_studies(new + old)
     assert len(studies) == 2 and any("earlier model version" in k for k in studies)
     assert len(transfer_verdict(new + old)) == 2
+
+
+def test_swept_keeps_only_real_curves():
+    from wdscale.analysis import swept
+
+    recs = planted_sweep({64: 2.0 ** -7})  # 8 lrs at one wd: a curve over lr, a single point over wd
+    assert len(swept(recs, "lr")) == len(recs) and swept(recs, "wd") == []

@@ -199,6 +199,16 @@ def default_setting(records: list[dict], rule: str) -> tuple[float, float] | Non
     return best[len(best) // 2]
 
 
+def swept(records: list[dict], param: str = "lr", min_values: int = 3) -> list[dict]:
+    """The records whose curve over ``param`` (same rule, width and other hyper-parameter) has at least
+    ``min_values`` grid points: a single point is not a curve and has no optimum to mark."""
+    other = "wd" if param == "lr" else "lr"
+    by = defaultdict(set)
+    for r in records:
+        by[(r["rule"], r["width"], r[other])].add(r[param])
+    return [r for r in records if len(by[(r["rule"], r["width"], r[other])]) >= min_values]
+
+
 def drift_octaves(opt_by_width: dict) -> float:
     """Octaves the optimum moves per doubling of width: slope of log2(x_opt) against log2(width)."""
     pts = [(w, o) for w, o in opt_by_width.items() if o]
