@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from .rules import rule_exponents
+from .theory import implied_wd_exponent
 
 
 def _finite(v) -> bool:
@@ -249,8 +250,8 @@ def width_exponents(records: list[dict], params=None, n_boot: int = 500) -> list
         fit = fit_power_law(ws, [s if s is not None else np.nan for s in sv], n_boot=n_boot)
         ea, eb = rule_exponents(rule, a, b)
         alpha = fit["exponent"] + (ea + eb) / 2
-        out.append({"rule": rule, "lr": lr, "wd": wd, **fit, "alpha": alpha, "implied_lambda_exponent": 2 * alpha - 1,
-                    "widths": sorted(set(ws))})
+        out.append({"rule": rule, "lr": lr, "wd": wd, **fit, "alpha": alpha,
+                    "implied_lambda_exponent": implied_wd_exponent(alpha), "widths": sorted(set(ws))})
     return out
 
 

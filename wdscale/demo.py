@@ -25,6 +25,7 @@ import numpy as np
 
 from .analysis import fit_power_law, matrix_top_sv, seed_mean, seed_mean_curves
 from .rules import RULE_INFO, rule_exponents
+from .theory import implied_wd_exponent
 from .sweep import expand_grid, run_sweep
 from .config import RunConfig
 from .train import TrainOptions
@@ -154,7 +155,7 @@ def summarize(proxy: list[dict], recs: list[dict]) -> dict:
         "runs": [_run_row(r) for r in recs], "n_proxy_runs": len(proxy), "rules": rules,
         "best_rule": c.get("best_rule"), "conclusive": c.get("conclusive", False), "ranking": c.get("ranking", []),
         "sentence": c.get("sentence", "no verdict: too few widths or lrs"),
-        "alpha": alpha, "implied_lambda_exponent": 2 * alpha - 1 if math.isfinite(alpha) else None,
+        "alpha": alpha, "implied_lambda_exponent": implied_wd_exponent(alpha) if math.isfinite(alpha) else None,
         "threshold": verdicts[0]["threshold"] if verdicts else None,
     }
 
@@ -184,7 +185,7 @@ def plain_reading(s: dict) -> str:
     elif best == "indep":
         alpha = s.get("alpha")
         extra = (f" The measured σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75) puts the flat-σ_top rule at "
-                 f"λ ∝ d^{2 * alpha - 1:.2f}.") if alpha is not None and alpha == alpha else ""
+                 f"λ ∝ d^{implied_wd_exponent(alpha):.2f}.") if alpha is not None and alpha == alpha else ""
         if s.get("conclusive", True):
             head = f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), not the "
         else:

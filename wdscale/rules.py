@@ -43,6 +43,9 @@ from dataclasses import dataclass
 RULES = ("sp", "mup", "indep", "wd", "custom")
 CLASSES = ("matrix", "vector", "embedding", "readout")
 
+RULE_SHORT = {  # plot labels
+    "sp": "SP", "mup": "μP, λ fixed", "indep": "μP, ηλ fixed (λ∝d)", "wd": "μP, λ∝√d", "custom": "custom",
+}
 RULE_INFO = {
     "sp": "SP: nothing scaled with width",
     "mup": "muP, lam fixed (mup decoupled_wd=True)",
