@@ -166,154 +166,180 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
 
 
 def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel, ckpt: Path | None) -> list[dict]:
-    emit = on_event or (lambda e: None)
-    c0 = configs[0]
-    E, steps = len(configs), c0.steps
-    dev = pick_device(opts.device)
-    model, data = build(c0, E, dev)
-    resolved = [c.resolved() for c in configs]
-    for i, (c, r) in enumerate(zip(configs, resolved)):
-        model.init_member(i, c.seed, r)
-    from .ensemble import EnsembleAdamW, singular_values
+    run = _EnsembleRun(configs, opts, on_event or (lambda e: None), ckpt)
+    done = run.loop(cancel)
+    return run.results(done)
 
-    opt = EnsembleAdamW(model, resolved)
-    # A fixed, step-only cadence keeps stored spectra identical between reruns; the gap bounds the SVD cost of
-    # short runs (a d=256 snapshot costs ~25 steps of training: 16 snapshots in 300 steps would be ~10%).
-    spectra_every = opts.spectra_every or max(MIN_SPECTRA_GAP, steps // SPECTRA_SNAPSHOTS)
-    event_every = opts.event_every or max(1, steps // 100)
-    check_every = 1 if dev.type == "cpu" else 10  # a divergence check is a host sync
-    evals = set(eval_steps(steps, opts.n_evals))
-    constant = all(c.schedule == "constant" for c in configs)
-    ones = torch.ones(E, dtype=torch.float64, device=dev)
 
-    def factors(step):  # per step, never a (steps x members) table: steps may be large
-        if constant:
-            return ones
-        return torch.tensor([lr_factor(c, step) for c in configs], dtype=torch.float64, device=dev)
+class _EnsembleRun:
+    """One ensemble's training state: model, optimizer, data, histories, spectra; each method one concern."""
 
-    alive = torch.ones(E, dtype=torch.bool, device=dev)
-    diverged_step = [None] * E
-    loss_hist = torch.full((steps, E), float("nan"), device=dev)
-    eval_hist: dict[int, list] = {}
-    spectra = {"steps": [], **{n: [] for n in model.matrices()}}
-    init_loss = None
+    def __init__(self, configs: list[RunConfig], opts: TrainOptions, emit, ckpt: Path | None):
+        from .ensemble import EnsembleAdamW
 
-    def snapshot(step):
-        spectra["steps"].append(step)
-        with torch.no_grad():
-            for n, p in model.matrices().items():
-                w = p.detach().float()
-                ok = torch.isfinite(w).flatten(1).all(1)
-                if bool(ok.all()):
-                    sv = singular_values(w).cpu()
-                else:  # a member with inf/NaN weights: no SVD (it would fail for all), and it is diverged
-                    sv = torch.full((w.shape[0], min(w.shape[1:])), float("nan"))
-                    if bool(ok.any()):
-                        sv[ok.cpu()] = singular_values(w[ok]).cpu()
-                    for i in torch.nonzero(~ok).flatten().tolist():
-                        if diverged_step[i] is None:
-                            diverged_step[i] = step
-                    alive.logical_and_(ok)
-                spectra[n].append(sv)
-        emit({"type": "spectra", "width": c0.width, "step": step,
-              "top_sv": {n: spectra[n][-1][:, 0].tolist() for n in model.matrices()}})
+        self.configs, self.opts, self.emit, self.ckpt = configs, opts, emit, ckpt
+        c0 = configs[0]
+        self.E, self.steps, self.width = len(configs), c0.steps, c0.width
+        self.dev = pick_device(opts.device)
+        self.model, self.data = build(c0, self.E, self.dev)
+        self.resolved = [c.resolved() for c in configs]
+        for i, (c, r) in enumerate(zip(configs, self.resolved)):
+            self.model.init_member(i, c.seed, r)
+        self.opt = EnsembleAdamW(self.model, self.resolved)
+        # A fixed, step-only cadence keeps stored spectra identical between reruns and resumes.
+        self.spectra_every = opts.spectra_every or max(MIN_SPECTRA_GAP, self.steps // SPECTRA_SNAPSHOTS)
+        self.event_every = opts.event_every or max(1, self.steps // 100)
+        self.check_every = 1 if self.dev.type == "cpu" else 10  # a divergence check is a host sync
+        self.evals = set(eval_steps(self.steps, opts.n_evals))
+        self.constant = all(c.schedule == "constant" for c in configs)
+        self.ones = torch.ones(self.E, dtype=torch.float64, device=self.dev)
+        self.alive = torch.ones(self.E, dtype=torch.bool, device=self.dev)
+        self.diverged_step: list = [None] * self.E
+        self.loss_hist = torch.full((self.steps, self.E), float("nan"), device=self.dev)
+        self.eval_hist: dict[int, list] = {}
+        self.spectra = {"steps": [], **{n: [] for n in self.model.matrices()}}
+        self.init_loss = None
+        self.run_ids = [c.run_id for c in configs]
+        self.t0 = time.perf_counter()
 
-    run_ids = [c.run_id for c in configs]
-    start = 0
-    st = _load_checkpoint(ckpt, run_ids) if ckpt else None
-    if st is not None:  # resume: everything a step depends on comes back, so the numbers equal an unbroken run
+    def factors(self, step: int) -> torch.Tensor:
+        """Per step, never a (steps x members) table: steps may be large."""
+        if self.constant:
+            return self.ones
+        return torch.tensor([lr_factor(c, step) for c in self.configs], dtype=torch.float64, device=self.dev)
+
+    @torch.no_grad()
+    def snapshot(self, step: int) -> None:
+        from .ensemble import singular_values
+
+        self.spectra["steps"].append(step)
+        for n, p in self.model.matrices().items():
+            w = p.detach().float()
+            ok = torch.isfinite(w).flatten(1).all(1)
+            if bool(ok.all()):
+                sv = singular_values(w).cpu()
+            else:  # a member with inf/NaN weights: no SVD (it would fail for all), and it is diverged
+                sv = torch.full((w.shape[0], min(w.shape[1:])), float("nan"))
+                if bool(ok.any()):
+                    sv[ok.cpu()] = singular_values(w[ok]).cpu()
+                for i in torch.nonzero(~ok).flatten().tolist():
+                    if self.diverged_step[i] is None:
+                        self.diverged_step[i] = step
+                self.alive.logical_and_(ok)
+            self.spectra[n].append(sv)
+        self.emit({"type": "spectra", "width": self.width, "step": step,
+                   "top_sv": {n: self.spectra[n][-1][:, 0].tolist() for n in self.model.matrices()}})
+
+    def resume(self) -> int:
+        """Load this ensemble's checkpoint if there is one; the step to start from.  Everything a step depends on
+        comes back, so the numbers equal those of an unbroken run."""
+        st = _load_checkpoint(self.ckpt, self.run_ids) if self.ckpt else None
+        if st is None:
+            return 0
         start = int(st["step"])
         with torch.no_grad():
-            for n, p in model.named_parameters():
+            for n, p in self.model.named_parameters():
                 p.copy_(st["params"][n])
-            model.readout_mult.copy_(st["readout_mult"])
-        opt.load_state(st["opt"])
-        _load_data_state(data, st["data"])
-        alive.copy_(st["alive"])
-        diverged_step[:] = st["diverged_step"]
-        init_loss = st["init_loss"]
-        loss_hist[:start] = st["loss_hist"]
-        eval_hist.update({int(k): v for k, v in st["evals"].items()})
-        spectra.update({"steps": list(st["spectra"]["steps"]),
-                        **{n: list(st["spectra"][n].unbind(0)) for n in model.matrices()}})
+            self.model.readout_mult.copy_(st["readout_mult"])
+        self.opt.load_state(st["opt"])
+        _load_data_state(self.data, st["data"])
+        self.alive.copy_(st["alive"])
+        self.diverged_step[:] = st["diverged_step"]
+        self.init_loss = st["init_loss"]
+        self.loss_hist[:start] = st["loss_hist"]
+        self.eval_hist.update({int(k): v for k, v in st["evals"].items()})
+        self.spectra.update({"steps": list(st["spectra"]["steps"]),
+                             **{n: list(st["spectra"][n].unbind(0)) for n in self.model.matrices()}})
+        return start
 
-    def save_checkpoint(done_steps):
-        _save_checkpoint(ckpt, {
-            "run_ids": run_ids, "step": done_steps,
-            "params": {n: p.detach().cpu() for n, p in model.named_parameters()},
-            "readout_mult": model.readout_mult.detach().cpu(), "opt": opt.state(), "data": _data_state(data),
-            "alive": alive.cpu(), "diverged_step": list(diverged_step), "init_loss": init_loss.cpu(),
-            "loss_hist": loss_hist[:done_steps].cpu(), "evals": {str(k): v for k, v in eval_hist.items()},
-            "spectra": {"steps": list(spectra["steps"]),
-                        **{n: torch.stack(spectra[n]) for n in model.matrices()}}})
+    def save(self, done: int) -> None:
+        m = self.model
+        _save_checkpoint(self.ckpt, {
+            "run_ids": self.run_ids, "step": done,
+            "params": {n: p.detach().cpu() for n, p in m.named_parameters()},
+            "readout_mult": m.readout_mult.detach().cpu(), "opt": self.opt.state(), "data": _data_state(self.data),
+            "alive": self.alive.cpu(), "diverged_step": list(self.diverged_step), "init_loss": self.init_loss.cpu(),
+            "loss_hist": self.loss_hist[:done].cpu(), "evals": {str(k): v for k, v in self.eval_hist.items()},
+            "spectra": {"steps": list(self.spectra["steps"]),
+                        **{n: torch.stack(self.spectra[n]) for n in m.matrices()}}})
 
-    emit({"type": "start", "width": c0.width, "n_members": E, "steps": steps, "run_ids": run_ids,
-          "resumed_from": start})
-    if st is None:
-        snapshot(0)
-    t0 = time.perf_counter()
-    last_ckpt = t0
-    done = start
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts.amp)
-    for step in range(start, steps):
-        if cancel is not None and cancel.is_set():
-            if ckpt and done > start:
-                save_checkpoint(done)  # before the partial snapshot below: a resume continues the cadence
-            break
-        batch = next(data)
+    def train_step(self, step: int, autocast) -> torch.Tensor:
+        batch = next(self.data)
         with autocast:
-            loss = model.loss(batch).float()
-        loss_hist[step] = loss.detach()
-        if init_loss is None:
-            init_loss = loss.detach().clone()
-        if step % check_every == 0 or step == steps - 1:
-            bad = alive & (~torch.isfinite(loss) | (loss > opts.blowup * init_loss))
+            loss = self.model.loss(batch).float()
+        self.loss_hist[step] = loss.detach()
+        if self.init_loss is None:
+            self.init_loss = loss.detach().clone()
+        if step % self.check_every == 0 or step == self.steps - 1:
+            bad = self.alive & (~torch.isfinite(loss) | (loss > self.opts.blowup * self.init_loss))
             if bool(bad.any()):
                 for i in torch.nonzero(bad).flatten().tolist():
-                    diverged_step[i] = step
-                alive &= ~bad
-        torch.where(alive, loss, 0.0).sum().backward()
-        opt.step(factors(step), alive)
-        opt.zero_grad()
-        for cb in opts.callbacks:
-            cb(step, model, batch, opt)
-        done = step + 1
-        if done in evals:
-            eval_hist[done] = val_loss(model, data).float().cpu().tolist()
-        if done % spectra_every == 0 or done == steps:
-            snapshot(done)
-        if done % event_every == 0 or done == steps:
-            el = time.perf_counter() - t0
-            emit({"type": "step", "width": c0.width, "step": done, "steps": steps,
-                  "loss": loss.detach().float().cpu().tolist(), "alive": alive.cpu().tolist(),
-                  "elapsed": el, "eta": el / (done - start) * (steps - done)})
-        if ckpt and done < steps and time.perf_counter() - last_ckpt >= opts.checkpoint_seconds:
-            save_checkpoint(done)
-            last_ckpt = time.perf_counter()
-    partial = done < steps
-    if partial and done > 0 and (not spectra["steps"] or spectra["steps"][-1] != done):
-        snapshot(done)
-    final_eval = val_loss(model, data).float().cpu().tolist() if done > 0 else [float("nan")] * E
-    emit({"type": "cancelled" if partial else "done", "width": c0.width, "step": done})
-    losses = loss_hist[:done].cpu()
-    results = []
-    for i, (c, r) in enumerate(zip(configs, resolved)):
-        w = model.member_state(i)
-        # The last snapshot is of the final weights (taken at done == steps, or on cancel): reuse it rather
-        # than paying one more SVD per member and matrix.
-        top_sv = {n: float(spectra[n][-1][i, 0]) for n in model.matrices()}
-        div = diverged_step[i] is not None
-        results.append({
-            "config": c, "run_id": c.run_id, "status": "partial" if partial else "done", "steps_done": done,
-            "final_loss": float("nan") if div else final_eval[i], "train_loss": losses[:, i].tolist(),
-            "diverged": div, "diverged_step": diverged_step[i],
-            "evals": {s: v[i] for s, v in eval_hist.items()},
-            "spectra": {"steps": list(spectra["steps"]),
-                        **{n: torch.stack([s[i] for s in spectra[n]]).numpy() for n in model.matrices()}},
-            "weights": w, "top_sv": top_sv, "param_class": dict(model.param_class),
-            "resolved": r, "seconds": time.perf_counter() - t0,
-        })
-    return results
+                    self.diverged_step[i] = step
+                self.alive &= ~bad
+        torch.where(self.alive, loss, 0.0).sum().backward()
+        self.opt.step(self.factors(step), self.alive)
+        self.opt.zero_grad()
+        for cb in self.opts.callbacks:
+            cb(step, self.model, batch, self.opt)
+        return loss
+
+    def loop(self, cancel) -> int:
+        """Train from the checkpoint (or step 0) to the end or to a cancel; the number of steps done."""
+        start = self.resume()
+        self.emit({"type": "start", "width": self.width, "n_members": self.E, "steps": self.steps,
+                   "run_ids": self.run_ids, "resumed_from": start})
+        if start == 0:
+            self.snapshot(0)
+        self.t0 = last_ckpt = time.perf_counter()
+        done = start
+        autocast = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.opts.amp)
+        for step in range(start, self.steps):
+            if cancel is not None and cancel.is_set():
+                if self.ckpt and done > start:
+                    self.save(done)  # before the partial snapshot in results(): a resume keeps the cadence
+                break
+            loss = self.train_step(step, autocast)
+            done = step + 1
+            self.after_step(done, start, loss)
+            if self.ckpt and done < self.steps and time.perf_counter() - last_ckpt >= self.opts.checkpoint_seconds:
+                self.save(done)
+                last_ckpt = time.perf_counter()
+        return done
+
+    def after_step(self, done: int, start: int, loss: torch.Tensor) -> None:
+        if done in self.evals:
+            self.eval_hist[done] = val_loss(self.model, self.data).float().cpu().tolist()
+        if done % self.spectra_every == 0 or done == self.steps:
+            self.snapshot(done)
+        if done % self.event_every == 0 or done == self.steps:
+            el = time.perf_counter() - self.t0
+            self.emit({"type": "step", "width": self.width, "step": done, "steps": self.steps,
+                       "loss": loss.detach().float().cpu().tolist(), "alive": self.alive.cpu().tolist(),
+                       "elapsed": el, "eta": el / (done - start) * (self.steps - done)})
+
+    def results(self, done: int) -> list[dict]:
+        partial = done < self.steps
+        sp = self.spectra
+        if partial and done > 0 and (not sp["steps"] or sp["steps"][-1] != done):
+            self.snapshot(done)
+        final_eval = val_loss(self.model, self.data).float().cpu().tolist() if done > 0 else [float("nan")] * self.E
+        self.emit({"type": "cancelled" if partial else "done", "width": self.width, "step": done})
+        losses = self.loss_hist[:done].cpu()
+        mats = self.model.matrices()
+        out = []
+        for i, (c, r) in enumerate(zip(self.configs, self.resolved)):
+            div = self.diverged_step[i] is not None
+            out.append({
+                "config": c, "run_id": c.run_id, "status": "partial" if partial else "done", "steps_done": done,
+                "final_loss": float("nan") if div else final_eval[i], "train_loss": losses[:, i].tolist(),
+                "diverged": div, "diverged_step": self.diverged_step[i],
+                "evals": {s: v[i] for s, v in self.eval_hist.items()},
+                "spectra": {"steps": list(sp["steps"]), **{n: torch.stack([s[i] for s in sp[n]]).numpy() for n in mats}},
+                # the last snapshot is of the final weights: no extra SVD per member and matrix
+                "weights": self.model.member_state(i), "top_sv": {n: float(sp[n][-1][i, 0]) for n in mats},
+                "param_class": dict(self.model.param_class), "resolved": r, "seconds": time.perf_counter() - self.t0,
+            })
+        return out
 
 
 def synthetic_memory_estimate(cfg: RunConfig, n_members: int) -> int:
