@@ -9,8 +9,8 @@ what is measured is what a sweep or the app pays:
 * ``ensemble_speedup_d{64,128,256}``  synthetic core: per-member step time of 8 members trained one at a time
   divided by that of the same 8 trained as one ensemble; ``ensemble_max_abs_diff`` is the largest difference
   between the final weights of the two ways (they must agree: nothing mixes across members);
-* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/SPECTRA_SNAPSHOTS, at least MIN_SPECTRA_GAP apart) as a share of the
-  training step time, for the demo sweep;
+* ``spectra_overhead_pct``  cost of the spectra snapshots at the default cadence (steps/SPECTRA_SNAPSHOTS, at least
+  MIN_SPECTRA_GAP apart) as a share of the training step time, on the widest demo ensemble;
 * ``demo_seconds``  wall time of the steady-state demo (``wdscale demo``, both phases, every core);
 * ``demo_flops``  its counted matmul FLOPs (6 x batch x matrix weights per member-step, twins at m = 1 once);
 * ``demo_flop_ratio``  demo wall time / (demo_flops / the matmul peak at the demo's thread count): 1 would be
@@ -317,7 +317,8 @@ def format_report(r: dict) -> str:
     lines.append(f"  demo ({r['demo_source']}; {r['demo_runs']} runs, {r['demo_members_trained']} members trained x "
                  f"{r['demo_steps']} steps, {r['demo_threads']} threads): {r['demo_seconds']:.1f} s for "
                  f"{r['demo_flops'] / 1e12:.2f} TFLOP = {r['demo_flop_ratio']:.2f}x the time at the "
-                 f"{r['demo_peak_gflops']:.0f} GFLOP/s matmul peak; shortest run {r['demo_min_steps_over_tau']:.1f} tau; "
+                 f"{r['demo_peak_gflops']:.0f} GFLOP/s matmul peak; "
+                 f"shortest run {r['demo_min_steps_over_tau']:.1f} tau; "
                  f"spectra {r['spectra_overhead_pct']:.1f}% of step time")
     lines += ["", f"  {'target':40} {'wanted':>8} {'measured':>10}  result"]
     for k, t in r["targets"].items():

@@ -187,12 +187,13 @@ def plain_reading(s: dict) -> str:
         extra = (f" The measured σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75) puts the flat-σ_top rule at "
                  f"λ ∝ d^{implied_wd_exponent(alpha):.2f}.") if alpha is not None and alpha == alpha else ""
         if s.get("conclusive", True):
-            head = f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), not the "
+            head = (f"But the rule that transfers best here is ηλ fixed (λ ∝ d, drift {d['indep']:+.2f}), "
+                    "not the ")
         else:
-            head = (f"The smallest drift is ηλ fixed's (λ ∝ d, {d['indep']:+.2f}), though its CI still overlaps the "
-                    f"next rule's at this budget (more seeds would settle it); not the ")
-        parts.append(head + f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting leans to Kosson et al., and the paper's "
-                     f"exponent depends on the setting." + extra)
+            head = (f"The smallest drift is ηλ fixed's (λ ∝ d, {d['indep']:+.2f}), though its CI still overlaps "
+                    "the next rule's at this budget (more seeds would settle it); not the ")
+        parts.append(head + f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting leans to Kosson et al., and the "
+                     "paper's exponent depends on the setting." + extra)
     return " ".join(parts)
 
 
@@ -203,11 +204,13 @@ def _run_row(r: dict) -> dict:
 
 def format_summary(s: dict) -> str:
     p = s["proxy"]
+    yes = {True: "yes", False: "NO"}
     lines = [f"proxy d0={s['base_width']}: eta0={p['eta0']:.3g}, lam0={p['lam0']:g} (loss {p['loss']:.4f}; "
-             f"interior in eta: {'yes' if p['eta_interior'] else 'NO'}, in lam: {'yes' if p['lam_interior'] else 'NO'})",
+             f"interior in eta: {yes[p['eta_interior']]}, in lam: {yes[p['lam_interior']]})",
              f"widths {s['widths']}, {s['steps']} steps, every run >= {s['min_steps_over_tau']:.1f} tau "
              f"(tau = 1/(eta*lam), torch AdamW's per-step decay is eta*lam)",
-             f"{'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  optimal eta0"]
+             f"{'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  "
+             "optimal eta0"]
     for rule, r in s["rules"].items():
         lo, hi = r["drift_ci"]
         opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())

@@ -334,7 +334,8 @@ class _EnsembleRun:
                 "final_loss": float("nan") if div else final_eval[i], "train_loss": losses[:, i].tolist(),
                 "diverged": div, "diverged_step": self.diverged_step[i],
                 "evals": {s: v[i] for s, v in self.eval_hist.items()},
-                "spectra": {"steps": list(sp["steps"]), **{n: torch.stack([s[i] for s in sp[n]]).numpy() for n in mats}},
+                "spectra": {"steps": list(sp["steps"]),
+                            **{n: torch.stack([s[i] for s in sp[n]]).numpy() for n in mats}},
                 # the last snapshot is of the final weights: no extra SVD per member and matrix
                 "weights": self.model.member_state(i), "top_sv": {n: float(sp[n][-1][i, 0]) for n in mats},
                 "param_class": dict(self.model.param_class), "resolved": r, "seconds": time.perf_counter() - self.t0,
