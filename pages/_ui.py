@@ -68,9 +68,70 @@ def manager() -> JobManager:
 _page = threading.local()  # this script run's damaged-run notice (a run executes in one thread)
 
 
+# -- data source: the user's store, or a reference study (wdscale.gallery), read-only and never mixed --------
+MINE = "my runs"
+
+
+@st.cache_resource
+def _reference(root: str, name: str):
+    from wdscale import gallery
+
+    return gallery.open_reference(name, root)  # checks every file's sha256 once per server
+
+
+def reference() -> str | None:
+    """The reference study this session views (sidebar "Data", set by ``records``), or None for my runs."""
+    name = st.session_state.get("data_source")
+    return None if name in (None, MINE) else name
+
+
+def view_store() -> RunStore:
+    """What the data pages read: the chosen reference study, else the user's store (training always uses
+    ``store()``, never a reference)."""
+    name = reference()
+    if name is None:
+        return store()
+    from wdscale import gallery
+
+    try:
+        return _reference(str(gallery.gallery_dir()), name)
+    except (StoreError, BadInput) as e:
+        st.session_state["data_source"] = MINE
+        st.error(str(e))
+        st.stop()
+
+
+def view_root() -> str:
+    return str(view_store().root)
+
+
+def weights_shipped() -> bool:
+    return getattr(view_store(), "weights_shipped", True)
+
+
+def _pick_source() -> None:
+    from wdscale import gallery
+
+    refs = gallery.names()
+    if not refs:
+        st.session_state["data_source"] = MINE
+        return
+    opts = [MINE] + refs
+    cur = st.session_state.get("data_source")
+    choice = st.sidebar.selectbox("Data", opts, index=opts.index(cur) if cur in opts else 0, key="data_pick",
+                                  format_func=lambda s: s if s == MINE else f"reference study: {s}",
+                                  help="reference studies ship with wdscale (read-only); your own runs are "
+                                       "never mixed into them")
+    st.session_state["data_source"] = choice
+    if choice != MINE:
+        st.caption(f"reference study **{choice}**: reproduce with `wdscale gallery reproduce {choice}`")
+
+
 def records(done_only: bool = True) -> list[dict]:
-    """Stored records; damaged runs (files missing or corrupt) are left out and named in one notice here."""
-    recs = store().records()
+    """Stored records of the chosen data (sidebar "Data": my runs or a reference study); damaged runs (files
+    missing or corrupt) are left out and named in one notice here."""
+    _pick_source()
+    recs = view_store().records()
     _page.notice = st.empty()
     _page.damaged = {r["run_id"]: r.get("damage", "") for r in recs if r.get("status") == "damaged"}
     _show_damaged()
@@ -99,7 +160,7 @@ def mark_damaged(err: DamagedRun) -> None:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _spectra(root: str, run_id: str, stamp: tuple) -> dict:
-    return store().spectra(run_id)
+    return view_store().spectra(run_id)
 
 
 def _stamp(path) -> tuple:
@@ -114,7 +175,7 @@ def _stamp(path) -> tuple:
 def spectra(run_id: str) -> dict | None:
     """A run's stored spectra, or None (and the run named in the damaged notice) when its file is unusable."""
     try:
-        return _spectra(data_root(), run_id, _stamp(store().paths(run_id)[1]))
+        return _spectra(view_root(), run_id, _stamp(view_store().paths(run_id)[1]))
     except DamagedRun as e:
         mark_damaged(e)
         return None
@@ -122,7 +183,7 @@ def spectra(run_id: str) -> dict | None:
 
 def stamp(run_id: str, which: str = "weights") -> tuple:
     """(size, mtime) of a run's weights or spectra file: put it in the key of a page's cached reader."""
-    return _stamp(store().paths(run_id)[0 if which == "weights" else 1])
+    return _stamp(view_store().paths(run_id)[0 if which == "weights" else 1])
 
 
 def pick_study(recs: list[dict], key: str, where=st.sidebar) -> tuple[str | None, list[dict]]:

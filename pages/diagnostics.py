@@ -24,6 +24,9 @@ with tab_gain:
         st.info("wdscale.diagnostics is not available in this checkout")
     elif not recs:
         st.info("No finished runs yet: run the demo on Home or a study on Train.")
+    elif not _ui.weights_shipped():
+        st.info("Weights not shipped in reference studies: the gains are measured on the final weights. "
+                f"`wdscale gallery reproduce {_ui.reference()} --out DIR` retrains the study with its weights.")
     else:
         lrs = sorted({r["lr"] for r in recs})
         lr = st.selectbox("η₀", lrs, index=len(lrs) // 2, key="dg_lr", format_func=lambda x: f"{x:g}")
@@ -31,13 +34,13 @@ with tab_gain:
 
         @st.cache_data(max_entries=32, show_spinner="measuring gains on a validation batch…")
         def gains(root: str, run_ids: tuple) -> list[dict]:
-            s = _ui.store()
+            s = _ui.view_store()
             return diagnostics.sublayer_gains(s, [s.get(i) for i in run_ids])
 
         rows = []
         while sel:  # a damaged run is named in the page's notice and left out; the others are measured
             try:
-                rows = gains(_ui.data_root(), tuple(r["run_id"] for r in sel))
+                rows = gains(_ui.view_root(), tuple(r["run_id"] for r in sel))
                 break
             except DamagedRun as e:
                 _ui.mark_damaged(e)

@@ -85,3 +85,8 @@ if n_todo == 0:
                "Steady state (norms vs √(ηN/2λ)). Reproduce headless: `wdscale demo --json`.")
 elif phase1:
     st.caption(f"{len(phase1) + len(phase2)} demo runs are already in the store.")
+
+st.caption("**Reference studies** ship with wdscale (a larger synthetic study: 4 widths, 3 rules, 3 seeds): open one "
+           "read-only under **Data** in the sidebar of Spectra, Transfer, Steady state, Diagnostics or Runs; "
+           "`wdscale gallery list` lists them and `wdscale gallery reproduce NAME` retrains one and compares its "
+           "numbers.")

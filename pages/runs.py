@@ -10,7 +10,7 @@ from wdscale import analysis, export, plots
 
 st.title("Runs & export")
 all_recs = _ui.records(done_only=False)
-st.caption(f"Data dir: `{_ui.data_root()}` · {len(all_recs)} runs (done and partial). "
+st.caption(f"Data dir: `{_ui.view_root()}` · {len(all_recs)} runs (done and partial). "
            "Each run id is a hash of its config: the same config is never retrained.")
 if not all_recs:
     st.info("No runs in the store yet: run the demo on Home or a study on Train.")
@@ -31,13 +31,16 @@ else:
                "loss": [p[1] for p in r["train_loss"] if p[1] is not None], "diverged": r["diverged"]}
               for r in picked]
     _ui.show(plots.loss_curves(curves, title="Training loss of the selected runs"), "runs_compare")
-    with st.expander(f"Delete {len(picked)} selected run(s)"):
-        sure = st.checkbox("yes, delete their weights, spectra and index rows", key="rn_sure")
-        if st.button("Delete", disabled=not sure, key="rn_delete"):
-            for r in picked:
-                _ui.store().delete(r["run_id"])
-            st.success(f"deleted {len(picked)} run(s)")
-            st.rerun()
+    if _ui.reference():
+        st.caption("A reference study is read-only: nothing in it can be deleted.")
+    else:
+        with st.expander(f"Delete {len(picked)} selected run(s)"):
+            sure = st.checkbox("yes, delete their weights, spectra and index rows", key="rn_sure")
+            if st.button("Delete", disabled=not sure, key="rn_delete"):
+                for r in picked:
+                    _ui.store().delete(r["run_id"])
+                st.success(f"deleted {len(picked)} run(s)")
+                st.rerun()
 
 st.subheader("Export this study")
 st.markdown("The zip holds every figure of the study (PNG, SVG, self-contained HTML), the data of every figure "
@@ -63,7 +66,7 @@ _lock = threading.Lock()
 
 @functools.lru_cache(maxsize=8)
 def _bundle(label: str, ids: tuple) -> bytes:
-    recs = [r for r in (_ui.store().get(i) for i in ids) if r]
+    recs = [r for r in (_ui.view_store().get(i) for i in ids) if r]
     fits = analysis.width_exponents(recs, n_boot=200)
     return export.study_bundle(label, study_figures(recs), recs,
                                tables={"width_exponents": [{k: (json.dumps(v) if isinstance(v, list) else v)

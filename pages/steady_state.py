@@ -48,20 +48,25 @@ if not recs:
 @st.cache_data(max_entries=512)
 def _weight_norms(root: str, run_id: str, stamp: tuple) -> dict:
     """{param: (fro, n_entries)} from the stored final weights."""
-    w = _ui.store().weights(run_id)
+    w = _ui.view_store().weights(run_id)
     return {k: (float(v.float().norm()), int(v.numel())) for k, v in w.items() if v.ndim == 2}
 
 
 def weight_norms(run_id: str) -> dict | None:
     try:
-        return _weight_norms(_ui.data_root(), run_id, _ui.stamp(run_id))
+        return _weight_norms(_ui.view_root(), run_id, _ui.stamp(run_id))
     except DamagedRun as e:  # named in the page's one notice; the other runs are drawn
         _ui.mark_damaged(e)
         return None
 
 
-norms = {r["run_id"]: weight_norms(r["run_id"]) for r in recs}
-recs = [r for r in recs if norms[r["run_id"]] is not None]
+if _ui.weights_shipped():
+    norms = {r["run_id"]: weight_norms(r["run_id"]) for r in recs}
+    recs = [r for r in recs if norms[r["run_id"]] is not None]
+else:  # a reference study without weights: σ_top over training below still comes from its spectra
+    st.info("Weights not shipped in reference studies: the measured ‖W‖_F needs them. "
+            f"`wdscale gallery reproduce {_ui.reference()} --out DIR` retrains the study with its weights.")
+    norms = {r["run_id"]: {} for r in recs}
 rows = []
 for r in recs:
     for p, (fro, n) in norms[r["run_id"]].items():

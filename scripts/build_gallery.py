@@ -9,6 +9,7 @@ so a re-export never claims the wall time of a cached rerun.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,26 +30,34 @@ def main() -> int:
     work = Path(args.work or f"/tmp/wdscale-gallery-build/{args.name}")
     info_path = work / "build.json"
     store = RunStore(work)
-    if info_path.is_file():
+    if info_path.is_file():  # a re-export, or the study grew (extra_grids): only the new runs train, timed
         build = json.loads(info_path.read_text())
-        recs, _ = gallery.train(spec["grid"], store, spec["threads"])  # all cached
-        if any(not r.get("cached") for r in recs):
-            sys.exit(f"{work}: runs were missing and got retrained; delete {info_path} and build again")
+        n_before = len(gallery.configs(build.get("spec") or {"grid": spec["grid"]}))
+        recs, seconds = gallery.train(spec, store, spec["threads"])
+        new = sum(not r.get("cached") for r in recs)
+        if new:
+            if new != len(recs) - n_before:
+                sys.exit(f"{work}: {new} runs trained that the first build should have held; build afresh")
+            parts = build.get("wall_parts") or [{"runs": n_before, "seconds": build["wall_seconds"]}]
+            parts.append({"runs": new, "seconds": round(seconds, 1), "load_end": [round(x, 2) for x in os.getloadavg()]})
+            build.update(wall_parts=parts, wall_seconds=round(sum(p["seconds"] for p in parts), 1), spec=spec)
+            info_path.write_text(json.dumps(build, indent=1))
     else:
         from wdscale.demo import _bar
 
+        load_start = [round(x, 2) for x in os.getloadavg()]
         bar = _bar()
         try:
-            recs, seconds = gallery.train(spec["grid"], store, spec["threads"], on_event=bar)
+            recs, seconds = gallery.train(spec, store, spec["threads"], on_event=bar)
         finally:
             bar.close()
         if any(r.get("cached") for r in recs):
             sys.exit(f"{work} already held runs of this study: its wall time would be wrong; use a fresh --work")
-        build = gallery.build_info(seconds, spec["threads"])
+        build = dict(gallery.build_info(seconds, spec["threads"], load_start), spec=spec)
         info_path.write_text(json.dumps(build, indent=1))
     dest = Path(args.dest or ROOT / "gallery" / args.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    m = gallery.export(store, recs, dest, args.name, spec, build)
+    m = gallery.export(store, recs, dest, args.name, spec, {k: v for k, v in build.items() if k != "spec"})
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"{args.name}: {m['n_runs']} runs, {m['wall_seconds']:.1f} s, {size / 1e6:.2f} MB -> {dest}")
     return 0

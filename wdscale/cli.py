@@ -24,6 +24,7 @@ PLUGINS = {
     "validate": ("wdscale.validate", "reproduce the paper's claims with the tool itself"),
     "demo": ("wdscale.demo", "the Home page's steady-state demo, headless (proxy optimum, then transfer)"),
     "inspect": ("wdscale.checkpoint", "σ_top of your own checkpoints, matched by name across widths"),
+    "gallery": ("wdscale.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
 }
 
 

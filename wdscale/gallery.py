@@ -48,15 +48,21 @@ STUDIES = {
         title="tiny built-in reference: 2 widths x 2 rules x 2 lrs, 60 steps (seconds to reproduce)",
         grid=dict(model="synthetic", widths=[32, 64], base_width=32, rules=["mup", "wd"], lrs=[0.008, 0.016],
                   wds=[3.0], steps=60, seeds=[0], data_seed=0),
-        threads=1, weights_shipped=True,
+        threads=1, weights_shipped=True, eta0=0.008,
         notes="Far from the steady state (60 steps): a fixture for `gallery reproduce`, not evidence."),
     "synthetic-4w": dict(
         title="synthetic core, widths 32-256 (base 32), mup / wd / indep, 7 half-octave lrs, 3 seeds, 1500 steps",
         grid=dict(model="synthetic", widths=[32, 64, 128, 256], base_width=32, rules=["mup", "wd", "indep"],
                   lrs=list(LADDER_LRS), wds=[3.0], steps=1500, seeds=[0, 1, 2], data_seed=0),
-        threads=2, weights_shipped=False,
+        # at 1500 steps the d=32 optimum fell on the ladder's low edge: two lower rungs where they stay >= 3 tau
+        # (mup at d=128, lr 0.0028284: 3.2 tau; at d=256 they would be 1.6 and 2.2 tau)
+        extra_grids=[dict(model="synthetic", widths=[32, 64, 128], base_width=32, rules=["mup", "wd", "indep"],
+                          lrs=[0.0028284, 0.004], wds=[3.0], steps=1500, seeds=[0, 1, 2], data_seed=0)],
+        threads=2, weights_shipped=False, eta0=0.008,
         notes="The demo's proxy optimum (eta0 = 0.008, lam0 = 3) transferred over 3 width doublings; every member "
-              ">= 3 tau of its matrix class (mup at d=256, lr 0.0056569: 3.2 tau). Weights are not shipped "
+              ">= 3 tau of its matrix class (mup at d=256, lr 0.0056569: 3.2 tau). At 1500 steps the d=32 optimum "
+              "sat on the 7-lr grid's low edge, so two lower lrs (0.0028284, 0.004) were added at widths 32-128 "
+              "(extra_grids; built second, its time added to wall_seconds, see wall_parts). Weights are not shipped "
               "(the Steady state norms and Diagnostics gains need them): reproduce the study to get them."),
 }
 
@@ -166,7 +172,15 @@ def open_reference(name: str, root=None) -> ReferenceStore:
 
 
 # -- building ------------------------------------------------------------------------------------------------
-def configs(grid: dict) -> list:
+def configs(spec: dict) -> list:
+    """Every RunConfig of a study: its ``grid`` and any ``extra_grids`` (each a full product)."""
+    out = []
+    for grid in [spec["grid"], *spec.get("extra_grids", [])]:
+        out += _grid_configs(grid)
+    return out
+
+
+def _grid_configs(grid: dict) -> list:
     from .sweep import expand_grid
 
     g = dict(grid)
@@ -174,8 +188,9 @@ def configs(grid: dict) -> list:
                        g.pop("wds"), g.pop("steps"), g.pop("seeds"), data_seed=g.pop("data_seed"), **g)
 
 
-def train(grid: dict, store: RunStore, threads: int, on_event=None) -> tuple[list[dict], float]:
-    """Train (or read from ``store``) every run of ``grid`` on ``threads`` torch threads; (records, seconds)."""
+def train(spec: dict, store: RunStore, threads: int, on_event=None) -> tuple[list[dict], float]:
+    """Train (or read from ``store``) every run of a study (``spec`` or manifest) on ``threads`` torch threads;
+    (records, seconds)."""
     import torch
 
     from .sweep import run_sweep
@@ -184,7 +199,7 @@ def train(grid: dict, store: RunStore, threads: int, on_event=None) -> tuple[lis
     torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     try:
-        recs = run_sweep(configs(grid), store, on_event=on_event)
+        recs = run_sweep(configs(spec), store, on_event=on_event)
     finally:
         torch.set_num_threads(old)
     return recs, time.perf_counter() - t0
@@ -211,8 +226,8 @@ def git_commit() -> dict:
             return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "wdscale").splitlines() if ln.strip()]
-    return {"commit": git("rev-parse", "HEAD") or None, "wdscale_dirty": dirty}
+    dirty = sorted(ln.split()[-1] for ln in git("status", "--porcelain", "--", "wdscale").splitlines() if ln.strip())
+    return {"commit": git("rev-parse", "HEAD") or None, "wdscale_dirty": dirty}  # files differing from the commit
 
 
 def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str, spec: dict, build: dict) -> dict:
@@ -257,7 +272,7 @@ def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str
             "format": FORMAT, "name": name, "title": spec["title"], "notes": spec.get("notes", ""),
             "command": f"wdscale gallery reproduce {name} --out DIR",
             "build_command": f"python scripts/build_gallery.py {name}",
-            "grid": spec["grid"], "threads": spec["threads"], "weights_shipped": spec["weights_shipped"],
+            "grid": spec["grid"], "extra_grids": spec.get("extra_grids", []), "eta0": spec.get("eta0"), "threads": spec["threads"], "weights_shipped": spec["weights_shipped"],
             "n_runs": len(recs), **build, "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -306,13 +321,47 @@ def reproduce(name: str, out: str | os.PathLike | None = None, root=None, on_eve
     store = RunStore(out)
     if store.readonly:
         raise StoreError(f"{out} is read-only: give --out a writable folder")
-    recs, seconds = train(m["grid"], store, m.get("threads") or 1, on_event)
+    recs, seconds = train(m, store, m.get("threads") or 1, on_event)
     cmp = compare(ref.records(), recs)
     here = machine()
     same = {k: here.get(k) == (m.get("machine") or {}).get(k) for k in ("cpu", "cores", "torch")}
     return {"name": name, "out": str(out), "seconds": seconds, "reference_seconds": m.get("wall_seconds"),
             "threads": m.get("threads"), "machine": here, "reference_machine": m.get("machine"),
             "same_machine": all(same.values()), **cmp}
+
+
+def summary(recs: list[dict], eta0: float | None = None) -> dict:
+    """The demo's reading of a transfer study: per rule the lr-optimum drift with its 95% CI and verdict, the
+    sigma_top width exponent at eta0 (default: the grid's middle lr) and alpha; the best rule's sentence."""
+    from .demo import top_sv_exponents
+    from .verdict import compare_rules, transfer_verdict
+
+    lrs = sorted({r["lr"] for r in recs})
+    eta0 = lrs[len(lrs) // 2] if eta0 is None else eta0
+    verdicts = transfer_verdict(recs, "lr")
+    sv = top_sv_exponents(recs, eta0)
+    cmp = compare_rules(verdicts)
+    rules = {v["rule"]: {"drift": v["drift"], "drift_ci": v["drift_ci"], "verdict": v["verdict"],
+                         "optima": {w: o["x_opt"] for w, o in v["optima"].items()},
+                         "top_sv_exponent": sv.get(v["rule"], {}).get("exponent"),
+                         "top_sv_exponent_ci": sv.get(v["rule"], {}).get("ci"),
+                         "alpha": sv.get(v["rule"], {}).get("alpha")} for v in verdicts}
+    taus = [(r.get("groups") or {}).get("matrix", {}).get("steps_over_tau") for r in recs]
+    return {"eta0": eta0, "rules": rules, "sentence": (cmp[0] if cmp else {}).get("sentence", ""),
+            "min_steps_over_tau": min((t for t in taus if t is not None), default=None)}
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"  {'rule':6} {'drift (oct/doubling)':>21} {'95% CI':>16} {'verdict':>13} {'sigma_top ~ d^':>15} "
+             f"{'alpha':>6}  optimal eta0 per width"]
+    for rule, r in s["rules"].items():
+        lo, hi = r["drift_ci"]
+        e = r["top_sv_exponent"]
+        opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
+        lines.append(f"  {rule:6} {r['drift']:>+21.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} {r['verdict']:>13} "
+                     f"{(e if e is not None else float('nan')):>+15.2f} {(r['alpha'] or float('nan')):>6.2f}  {opt}")
+    lines.append(f"  sigma_top at eta0 = {s['eta0']:g}; every run >= {s['min_steps_over_tau']:.1f} tau. {s['sentence']}")
+    return "\n".join(lines)
 
 
 # -- CLI plugin: ``wdscale gallery list|open|reproduce`` -------------------------------------------------------------
@@ -373,6 +422,8 @@ def run(args) -> int:
         losses = [r["final_loss"] for r in recs if r.get("final_loss") is not None]
         if losses:
             print(f"  {len(recs)} runs, final loss {min(losses):.4g} .. {max(losses):.4g}")
+        if len({r["width"] for r in recs}) >= 2 and len({r["lr"] for r in recs}) >= 3:
+            print(format_summary(summary(recs, m.get("eta0"))))
         return 0
     bar = _bar()
     try:
@@ -414,6 +465,8 @@ def _bar():
     return demo_bar()
 
 
-def build_info(seconds: float, threads: int) -> dict:
-    return {"wall_seconds": round(seconds, 1), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+def build_info(seconds: float, threads: int, load_start: list | None = None) -> dict:
+    """What a build measured; the 1-minute load averages before and after say whether the machine was idle."""
+    load = {"load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()]}
+    return {"wall_seconds": round(seconds, 1), **load, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine(), "threads": threads, **git_commit(), "python_argv": " ".join(sys.argv)}

@@ -102,6 +102,8 @@ class RunStore:
                 cls = BadInput if isinstance(e, (NotADirectoryError, FileExistsError)) else StoreError
                 raise cls(f"cannot create run store {self.root}: {e.strerror or e}") from None
         self.readonly = not os.access(self.root, os.W_OK) or (self.db.exists() and not os.access(self.db, os.W_OK))
+        if (self.root / "manifest.json").is_file() and self.db.is_file():  # a shipped reference (wdscale.gallery)
+            self.readonly = True  # opened by path (`wdscale report gallery/NAME`): still never written
         if self.readonly and not self.db.is_file():
             raise StoreError(f"cannot create a run store in {self.root}: the folder is read-only")
         self._uri = f"file:{quote(str(self.db.resolve()))}" + ("?mode=ro" if self.readonly else "")
