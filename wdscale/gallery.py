@@ -199,7 +199,9 @@ def train(spec: dict, store: RunStore, threads: int, on_event=None) -> tuple[lis
     torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     try:
-        recs = run_sweep(configs(spec), store, on_event=on_event)
+        recs = []
+        for grid in [spec["grid"], *spec.get("extra_grids", [])]:  # one sweep per grid: the build's ensembles
+            recs += run_sweep(_grid_configs(grid), store, on_event=on_event)
     finally:
         torch.set_num_threads(old)
     return recs, time.perf_counter() - t0
