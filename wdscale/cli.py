@@ -374,6 +374,9 @@ def main(argv=None) -> int:
         print("wdscale: interrupted; finished runs are in the store, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wdscale demo | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
     except Exception as e:  # noqa: BLE001  (the boundary: nothing gets past as a traceback)
         if debug:
             traceback.print_exc()

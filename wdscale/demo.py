@@ -202,6 +202,19 @@ def _run_row(r: dict) -> dict:
                                   "matrix_lr", "matrix_wd", "top_sv", "param_class")}
 
 
+def rule_rows(rules: dict, indent: str = "") -> list[str]:
+    """One text line per rule: drift, its CI, the sigma_top width exponent, the verdict and the optima (the demo's
+    and the gallery's tables)."""
+    out = []
+    for rule, r in rules.items():
+        lo, hi = r["drift_ci"]
+        e = r.get("top_sv_exponent")
+        opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
+        out.append(f"{indent}{rule:6} {r['drift']:>+22.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} "
+                   f"{(e if e is not None else float('nan')):>+15.2f} {r['verdict']:>13}  {opt}")
+    return out
+
+
 def format_summary(s: dict) -> str:
     p = s["proxy"]
     yes = {True: "yes", False: "NO"}
@@ -211,11 +224,7 @@ def format_summary(s: dict) -> str:
              f"(tau = 1/(eta*lam), torch AdamW's per-step decay is eta*lam)",
              f"{'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  "
              "optimal eta0"]
-    for rule, r in s["rules"].items():
-        lo, hi = r["drift_ci"]
-        opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
-        lines.append(f"{rule:6} {r['drift']:>+22.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} "
-                     f"{(r['top_sv_exponent'] or float('nan')):>+15.2f} {r['verdict']:>13}  {opt}")
+    lines += rule_rows(s["rules"])
     lines.append(s["sentence"])
     if s.get("reading"):
         lines.append(s["reading"])

@@ -354,14 +354,12 @@ def summary(recs: list[dict], eta0: float | None = None) -> dict:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"  {'rule':6} {'drift (oct/doubling)':>21} {'95% CI':>16} {'verdict':>13} {'sigma_top ~ d^':>15} "
-             f"{'alpha':>6}  optimal eta0 per width"]
-    for rule, r in s["rules"].items():
-        lo, hi = r["drift_ci"]
-        e = r["top_sv_exponent"]
-        opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
-        lines.append(f"  {rule:6} {r['drift']:>+21.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} {r['verdict']:>13} "
-                     f"{(e if e is not None else float('nan')):>+15.2f} {(r['alpha'] or float('nan')):>6.2f}  {opt}")
+    from .demo import rule_rows
+
+    alphas = ", ".join(f"{rule} {r['alpha']:.2f}" for rule, r in s["rules"].items() if r.get("alpha") is not None)
+    lines = [f"  {'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  "
+             "optimal eta0 per width"] + rule_rows(s["rules"], "  ")
+    lines.append(f"  alpha (sigma_top ~ sqrt(eta/lam) d^alpha): {alphas}")
     lines.append(f"  sigma_top at eta0 = {s['eta0']:g}; every run >= {s['min_steps_over_tau']:.1f} tau. {s['sentence']}")
     return "\n".join(lines)
 
