@@ -5,6 +5,7 @@ from pages import _ui
 from wdscale import analysis, demo, plots
 from wdscale.demo import DEMO
 from wdscale.jobs import demo_configs, demo_member_steps, demo_then
+from wdscale.rules import symbolic
 from wdscale.sweep import plan
 
 st.title("Why AdamW's weight decay must scale with width")
@@ -33,8 +34,9 @@ with right:
     st.info("**torch's AdamW multiplies `weight_decay` by the lr.** Here λ is always torch's `weight_decay`: "
             "each step does $W \\leftarrow W(1-\\eta\\lambda)$, so the per-step decay is **η·λ** and the "
             "steady-state timescale is **τ = 1/(ηλ)** steps.")
-    st.markdown("| rule | matrix η | matrix λ |\n|---|---|---|\n| `sp` | η₀ | λ₀ |\n| `mup` | η₀/m | λ₀ |\n"
-                "| `wd` (Fan et al.) | η₀/m | λ₀·√m |\n| `indep` | η₀/m | λ₀·m |")
+    st.markdown("| rule | matrix η | matrix λ |\n|---|---|---|\n" + "\n".join(
+        f"| `{r}` | {' | '.join(symbolic(r))} |" for r in ("sp", "mup", "wd", "indep")))
+    st.caption("generated from the rule table, wdscale/rules.py; `wd` is Fan et al.'s rule")
 
 st.divider()
 st.subheader("Demo: see it in one click")

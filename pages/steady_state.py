@@ -5,6 +5,7 @@ import streamlit as st
 from pages import _ui
 from wdscale import analysis, plots, theory
 from wdscale.errors import DamagedRun
+from wdscale.rules import resolve
 
 st.title("AdamW's steady state")
 st.markdown("With torch's AdamW each step does $W \\leftarrow W(1-\\eta\\lambda) - \\eta\\,u$ with Adam's "
@@ -30,8 +31,11 @@ m4.metric("‖W‖_F ≈ √(ηN/2λ)", f"{float(theory.equilibrium_fro(eta, lam
                f"{float(theory.angular_update(eta, lam)):.3g} rad")
 t = np.linspace(0, 5 * tau if np.isfinite(tau) else 1000, 300)
 curves = []
-for k, (e, l, name) in enumerate([(eta, lam, f"η={eta:g}, λ={lam:g}"), (eta / 4, lam, f"η/4 (μP at m=4), λ={lam:g}"),
-                                  (eta / 4, lam * 2, f"η/4, λ·√4 (λ ∝ √d)")]):
+scenarios = [(eta, lam, f"η={eta:g}, λ={lam:g} (proxy)")]
+for rule in ("mup", "wd"):  # the same matrix at m = 4, as the rule table resolves it
+    g = resolve(rule, 4, 1, eta, lam).groups["matrix"]
+    scenarios.append((g["lr"], g["wd"], f"{rule} at m=4: η={g['lr']:.3g}, λ={g['wd']:.3g}"))
+for k, (e, l, name) in enumerate(scenarios):
     curves.append({"name": name, "rho": theory.norm_trajectory(t, e, l, rho0),
                    "rho_inf": float(theory.equilibrium_rms(e, l)), "tau": float(theory.tau(e, l))})
 _ui.show(plots.norm_theory(t, curves, title="Predicted entry RMS over training (dashed: ρ∞, dotted: τ)"),

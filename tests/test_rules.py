@@ -93,3 +93,13 @@ def test_classify_by_name_components():
     assert classify("layers.0.headless.weight", torch.zeros(3, 3)) == "matrix"  # 'head' must be a whole name
     assert classify("head.weight", torch.zeros(3, 3)) == "readout"
     assert classify("norm.weight", torch.zeros(3)) == "vector"
+
+
+def test_symbolic_formulas_follow_the_exponents():
+    from wdscale.rules import symbolic
+
+    assert symbolic("sp") == ("η₀", "λ₀")
+    assert symbolic("mup") == ("η₀/m", "λ₀")
+    assert symbolic("wd") == ("η₀/m", "λ₀·√m")
+    assert symbolic("indep") == ("η₀/m", "λ₀·m")
+    assert symbolic("custom", 0.5, -1) == ("η₀/√m", "λ₀/m")

@@ -65,6 +65,24 @@ def rule_exponents(rule: str, a: float | None = None, b: float | None = None) ->
     return table[rule]
 
 
+def _power(sym: str, k: float) -> str:
+    if k == 0:
+        return ""
+    if k == 1:
+        return sym
+    if k == 0.5:
+        return f"√{sym}"
+    return f"{sym}^{k:g}"
+
+
+def symbolic(rule: str, a: float | None = None, b: float | None = None) -> tuple[str, str]:
+    """The matrix class's (lr, wd) under ``rule`` as formulas in η₀, λ₀ and m (the Home page's table)."""
+    ea, eb = rule_exponents(rule, a, b)
+    lr = "η₀" if ea == 0 else (f"η₀/{_power('m', ea)}" if ea > 0 else f"η₀·{_power('m', -ea)}")
+    wd = "λ₀" if eb == 0 else (f"λ₀·{_power('m', eb)}" if eb > 0 else f"λ₀/{_power('m', -eb)}")
+    return lr, wd
+
+
 @dataclass(frozen=True)
 class Resolved:
     """Per-class AdamW settings at one width, plus the forward-pass readout multiplier.
