@@ -9,6 +9,7 @@ import torch
 
 from pages import _ui
 from wdscale import analysis, plots
+from wdscale.config import parse_numbers
 from wdscale.jobs import check_study
 from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
 from wdscale.sweep import plan
@@ -21,20 +22,7 @@ LOG_GRID = [float(f"{m * 10 ** e:.3g}") for e in range(-5, 2) for m in (1, 2, 3,
 SPACING = {"×2": 2.0, "×√10": math.sqrt(10), "×10": 10.0, "×√2": math.sqrt(2)}
 
 
-def parse_list(text: str, kind):
-    out = []
-    for tok in text.replace(";", ",").split(","):
-        tok = tok.strip()
-        if not tok:
-            continue
-        try:
-            v = kind(tok)
-        except ValueError:
-            raise ValueError(f"{tok!r} is not {'an integer' if kind is int else 'a number'}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"{tok!r} is not a finite number")
-        out.append(v)
-    return out
+parse_list = parse_numbers  # the CLI's parser: one implementation
 
 
 def grid(center: float, n: int, factor: float) -> list[float]:

@@ -57,3 +57,16 @@ def test_sweep_json_records(tmp_path):
 
     assert set(load_file(wd64["weights"])) == set(wd64["top_sv"]) | {k for k, c in wd64["param_class"].items()
                                                                      if c == "vector"}
+
+
+def test_one_list_parser_for_cli_and_app():
+    import pytest as _pytest
+
+    from wdscale.config import parse_numbers
+
+    assert parse_numbers("64, 128;256", int) == [64, 128, 256]
+    assert parse_numbers("1e-3,,3e-3", float) == [1e-3, 3e-3]
+    with _pytest.raises(ValueError, match="'abc' is not an integer"):
+        parse_numbers("64,abc", int)
+    with _pytest.raises(ValueError, match="not a finite number"):
+        parse_numbers("nan", float)

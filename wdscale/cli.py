@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from . import __version__
+from .config import parse_numbers
 from .rules import RULES, format_table, resolve
 
 # Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
@@ -43,16 +44,10 @@ class Parser(argparse.ArgumentParser):
 
 def _num_list(kind):
     def parse(s: str):
-        out = []
-        for tok in s.split(","):
-            tok = tok.strip()
-            try:
-                v = kind(tok)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{tok!r} is not {'an integer' if kind is int else 'a number'}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise argparse.ArgumentTypeError(f"{tok!r} is not a finite number")
-            out.append(v)
+        try:
+            out = parse_numbers(s, kind)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
         if not out:
             raise argparse.ArgumentTypeError("empty list")
         return out

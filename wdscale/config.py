@@ -147,3 +147,22 @@ def pick_device(device: str = "cpu") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("MPS was asked for but torch cannot use it here; use --device cpu")
     return dev
+
+
+def parse_numbers(text: str, kind=float) -> list:
+    """'64, 128;256' -> [64, 128, 256]: the one list parser of the CLI and the Train page.
+
+    Commas or semicolons; empty items are skipped; a ValueError names the item that is not a (finite) number."""
+    out = []
+    for tok in str(text).replace(";", ",").split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            v = kind(tok)
+        except ValueError:
+            raise ValueError(f"{tok!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{tok!r} is not a finite number")
+        out.append(v)
+    return out
