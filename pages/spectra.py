@@ -40,21 +40,7 @@ sel = [r for r in sel if specs[r["run_id"]] is not None]
 if not sel:
     st.info("no readable run for this (rule, η₀, λ₀)")
     st.stop()
-raw, resc, norm = [], [], []
-for r in sel:
-    sv = specs[r["run_id"]].get(param)
-    if sv is None:
-        continue
-    final = sv[-1]
-    cls = r["param_class"][param]
-    eta, lam = r["groups"][cls]["lr"], r["groups"][cls]["wd"]
-    raw.append({"name": f"d={r['width']}", "x": np.arange(1, len(final) + 1), "y": final, "width": r["width"]})
-    # rank/d puts widths on one axis (d = the matrix's smaller dimension, the number of singular values)
-    x = np.arange(1, len(final) + 1) / len(final)
-    norm.append({"name": f"d={r['width']}", "x": x, "y": final / final[0], "width": r["width"]})
-    if lam > 0:
-        xr, yr = analysis.rescaled(final, eta, lam, len(final))
-        resc.append({"name": f"d={r['width']} (η={eta:.3g}, λ={lam:.3g})", "x": xr, "y": yr, "width": r["width"]})
+raw, resc, norm = analysis.final_spectrum_curves(sel, {r["run_id"]: specs[r["run_id"]] for r in sel}, param)
 
 c1, c2 = st.columns(2)
 with c1:

@@ -198,3 +198,20 @@ def test_swept_keeps_only_real_curves():
 
     recs = planted_sweep({64: 2.0 ** -7})  # 8 lrs at one wd: a curve over lr, a single point over wd
     assert len(swept(recs, "lr")) == len(recs) and swept(recs, "wd") == []
+
+
+def test_final_spectrum_curves_rescale_by_the_class_eta_over_lam():
+    import numpy as np
+
+    from wdscale.analysis import final_spectrum_curves
+
+    rec = make_record(128, 2e-2, 1.0, rule="mup", wd=4.0, base_width=64)
+    rec["param_class"] = {"w": "matrix"}
+    sv = np.array([[4.0, 2.0, 1.0], [8.0, 4.0, 2.0]])  # two snapshots; the last is the final spectrum
+    raw, resc, norm = final_spectrum_curves([rec], {rec["run_id"]: {"w": sv}}, "w")
+    eta, lam = rec["groups"]["matrix"]["lr"], rec["groups"]["matrix"]["wd"]  # 1e-2, 4 under mup at m = 2
+    assert eta == 1e-2 and lam == 4.0
+    assert list(raw[0]["y"]) == [8.0, 4.0, 2.0] and list(norm[0]["y"]) == [1.0, 0.5, 0.25]
+    np.testing.assert_allclose(resc[0]["y"], np.array([8.0, 4.0, 2.0]) / np.sqrt(eta / lam))
+    np.testing.assert_allclose(resc[0]["x"], [1 / 3, 2 / 3, 1.0])
+    assert final_spectrum_curves([rec], {rec["run_id"]: {}}, "w") == ([], [], [])

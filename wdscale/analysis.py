@@ -279,6 +279,29 @@ def rescaled(sv, eta: float, lam: float, width: int):
     return np.arange(1, sv.shape[-1] + 1) / width, sv / math.sqrt(eta / lam)
 
 
+def final_spectrum_curves(records: list[dict], spectra: dict, param: str) -> tuple[list, list, list]:
+    """(raw, rescaled, normalized) curves of the final spectrum of matrix ``param``, one per run.
+
+    raw: sigma_i vs rank i; rescaled: sigma/sqrt(eta/lam) vs rank/d with the *class's* eta, lam at its width (where the
+    paper says every width and (eta, lam) collapse); normalized: sigma/sigma_top vs rank/d (the shape).  d is the
+    matrix's smaller dimension, the number of singular values.  Runs without that matrix are skipped."""
+    raw, resc, norm = [], [], []
+    for r in records:
+        sv = (spectra.get(r["run_id"]) or {}).get(param)
+        if sv is None:
+            continue
+        final = np.asarray(sv)[-1]
+        cls = r["param_class"][param]
+        eta, lam = r["groups"][cls]["lr"], r["groups"][cls]["wd"]
+        name, w = f"d={r['width']}", r["width"]
+        raw.append({"name": name, "x": np.arange(1, len(final) + 1), "y": final, "width": w})
+        norm.append({"name": name, "x": np.arange(1, len(final) + 1) / len(final), "y": final / final[0], "width": w})
+        if lam > 0:
+            xr, yr = rescaled(final, eta, lam, len(final))
+            resc.append({"name": f"{name} (η={eta:.3g}, λ={lam:.3g})", "x": xr, "y": yr, "width": w})
+    return raw, resc, norm
+
+
 def collapse_metric(curves, n_grid: int = 50) -> float:
     """How well curves (x, y) collapse: mean over a common x grid of the std of log y across curves.
 
