@@ -1,5 +1,4 @@
 """Spectra: singular values per matrix and width, their collapse under σ/√(η/λ), and σ_top vs width."""
-import numpy as np
 import streamlit as st
 
 from pages import _ui

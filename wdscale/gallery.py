@@ -20,7 +20,6 @@ one ensemble.  ``wdscale sweep`` has no ``--data-seed``, which is why the grid l
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform

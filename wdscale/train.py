@@ -6,9 +6,7 @@ the rest go on.  A ``cancel`` event stops early and the results are marked ``par
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
 import os
 import threading
