@@ -169,12 +169,6 @@ class EnsembleAdamW:
             # views of member i's slice of every parameter and moment: made once, they stay valid
             self._views = [[(e[1][i], e[4][i], e[5][i]) for e in self.params] for i in range(len(resolved))]
 
-    def lr_wd(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        for n, _, lr, wd, *_ in self.params:
-            if n == name:
-                return lr, wd
-        raise KeyError(name)
-
     @torch.no_grad()
     def step(self, lr_scale: torch.Tensor, alive: torch.Tensor) -> None:
         if self.fused:

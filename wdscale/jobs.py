@@ -342,8 +342,3 @@ class JobManager:
             return True
         th.join(timeout)
         return not th.is_alive()
-
-    def active(self) -> list[dict]:
-        with self._lock:
-            jobs = list(self._jobs.values())
-        return [{"id": j.id, "label": j.label, "status": j.status} for j in jobs if j.status in ("queued", "running")]

@@ -58,11 +58,6 @@ def exp_warmup_factor(t, m, t_warmup):
     return np.power(float(m), np.minimum(0.0, t / t_warmup - 1.0))
 
 
-def predicted_top_sv_exponent(alpha: float = 0.75, lr_exponent: float = -1.0, wd_exponent: float = 0.0) -> float:
-    """Width exponent of sigma_top ~ sqrt(eta/lam) d^alpha when eta ~ d^lr_exponent and lam ~ d^wd_exponent."""
-    return alpha + 0.5 * (lr_exponent - wd_exponent)
-
-
 def implied_wd_exponent(alpha: float) -> float:
     """lam exponent that keeps sigma_top width-invariant under eta ~ 1/d: lam ~ d^(2 alpha - 1)."""
     return 2 * alpha - 1
