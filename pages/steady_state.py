@@ -71,22 +71,12 @@ else:  # a reference study without weights: σ_top over training below still com
     st.info("Weights not shipped in reference studies: the measured ‖W‖_F needs them. "
             f"`wdscale gallery reproduce {_ui.reference()} --out DIR` retrains the study with its weights.")
     norms = {r["run_id"]: {} for r in recs}
-rows = []
-for r in recs:
-    for p, (fro, n) in norms[r["run_id"]].items():
-        cls = r["param_class"].get(p)
-        g = r["groups"].get(cls) or {}
-        if not g or not g.get("wd"):
-            continue
-        rows.append({"rule": r["rule"], "width": r["width"], "param": p, "class": cls, "measured": fro,
-                     "predicted": float(theory.equilibrium_fro(g["lr"], g["wd"], n)),
-                     "steps_over_tau": g.get("steps_over_tau"), "run_id": r["run_id"]})
+rows = analysis.norm_rows(recs, norms)
 _ui.show(plots.norm_pred_vs_measured(rows), "steady_pred_vs_measured")
 st.caption("Faded markers: runs shorter than 3τ (not yet at equilibrium). Marker size grows with width.")
-if rows:
-    ratio = np.array([r["measured"] / r["predicted"] for r in rows if (r["steps_over_tau"] or 0) >= 3])
-    if ratio.size:
-        st.metric("median measured/predicted ‖W‖_F over runs ≥ 3τ", f"{np.median(ratio):.3f}")
+ratio = analysis.median_norm_ratio(rows)
+if ratio is not None:
+    st.metric("median measured/predicted ‖W‖_F over runs ≥ 3τ", f"{ratio:.3f}")
 
 st.subheader("σ_top and ‖W‖_F over training")
 rules = sorted({r["rule"] for r in recs})

@@ -215,3 +215,19 @@ def test_final_spectrum_curves_rescale_by_the_class_eta_over_lam():
     np.testing.assert_allclose(resc[0]["y"], np.array([8.0, 4.0, 2.0]) / np.sqrt(eta / lam))
     np.testing.assert_allclose(resc[0]["x"], [1 / 3, 2 / 3, 1.0])
     assert final_spectrum_curves([rec], {rec["run_id"]: {}}, "w") == ([], [], [])
+
+
+def test_norm_rows_compare_with_the_steady_state_prediction():
+    import math as _m
+
+    from wdscale.analysis import median_norm_ratio, norm_rows
+
+    long_run = make_record(64, 1e-2, 1.0, rule="wd", wd=2.0)  # 10^6 steps: far past 3 tau
+    long_run["param_class"] = {"w": "matrix", "g": "vector"}
+    eta, lam = long_run["groups"]["matrix"]["lr"], long_run["groups"]["matrix"]["wd"]
+    pred = _m.sqrt(eta * 4096 / (2 * lam))
+    rows = norm_rows([long_run], {long_run["run_id"]: {"w": (0.9 * pred, 4096), "g": (1.0, 64)}})
+    assert len(rows) == 1 and rows[0]["param"] == "w"  # the vector class has no decay: no prediction
+    assert rows[0]["predicted"] == _m.sqrt(eta * 4096 / (2 * lam))
+    assert median_norm_ratio(rows) == 0.9 * pred / rows[0]["predicted"]
+    assert median_norm_ratio([{**rows[0], "steps_over_tau": 1.0}]) is None

@@ -302,6 +302,30 @@ def final_spectrum_curves(records: list[dict], spectra: dict, param: str) -> tup
     return raw, resc, norm
 
 
+def norm_rows(records: list[dict], norms: dict) -> list[dict]:
+    """Measured ||W||_F of each decayed matrix next to AdamW's steady-state prediction sqrt(eta N / (2 lam)), with the
+    class's own eta and lam at its width.  ``norms``: {run_id: {param: (fro, n_entries)}}."""
+    from .theory import equilibrium_fro
+
+    rows = []
+    for r in records:
+        for p, (fro, n) in (norms.get(r["run_id"]) or {}).items():
+            cls = r["param_class"].get(p)
+            g = r["groups"].get(cls) or {}
+            if not g or not g.get("wd"):
+                continue  # no decay, no equilibrium to compare with
+            rows.append({"rule": r["rule"], "width": r["width"], "param": p, "class": cls, "measured": fro,
+                         "predicted": float(equilibrium_fro(g["lr"], g["wd"], n)),
+                         "steps_over_tau": g.get("steps_over_tau"), "run_id": r["run_id"]})
+    return rows
+
+
+def median_norm_ratio(rows: list[dict], min_taus: float = 3.0) -> float | None:
+    """Median measured/predicted ||W||_F over the rows of runs >= min_taus tau (None when there are none)."""
+    ratio = [r["measured"] / r["predicted"] for r in rows if (r["steps_over_tau"] or 0) >= min_taus]
+    return float(np.median(ratio)) if ratio else None
+
+
 def collapse_metric(curves, n_grid: int = 50) -> float:
     """How well curves (x, y) collapse: mean over a common x grid of the std of log y across curves.
 
