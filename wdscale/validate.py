@@ -25,7 +25,7 @@ import numpy as np
 
 from .store import _clean
 
-from . import analysis
+from . import analysis, plots
 
 # The synthetic core v2 (docs/synthetic.md) around the demo proxy's optimum (eta0 ~ 8e-3, lam0 = 3 at d0 = 32):
 # the slowest matrix (mup, smallest lr, widest) has eta2*lam2 = 5.7e-3/8 * 3 = 2.1e-3 per step at d = 256, so
@@ -237,18 +237,10 @@ def figures(res: dict, records: list[dict], spectra_of) -> dict:
             f.update_yaxes(type="log", row=1, col=j)
         f.update_layout(title="sigma_top vs width (eta2 = eta0/m) per rule and proxy lr", width=1100)
         figs["sigma_vs_width"] = f
-        f = make_subplots(rows=1, cols=len(rules), subplot_titles=rules, shared_yaxes=True)
-        for j, rule in enumerate(rules, 1):
-            for k, w in enumerate(sorted({r["width"] for r in ok})):
-                pts = sorted((r["lr"], r["final_loss"]) for r in ok
-                             if r["rule"] == rule and r["width"] == w and r["wd"] == wd0)
-                f.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=f"d={w}",
-                              row=1, col=j, showlegend=(j == 1), legendgroup=str(w),
-                              line=dict(color=_COLORS[k % len(_COLORS)]))
-            f.update_xaxes(type="log", title="proxy lr eta0", row=1, col=j)
-            f.update_yaxes(type="log", row=1, col=j)
-        f.update_layout(title="final validation loss vs proxy lr, per width", width=1100)
-        figs["loss_vs_lr"] = f
+        # the app's own figure (seed means, optimum stars, rule colours): one plotting implementation
+        main = [r for r in records if r["wd"] == wd0]
+        figs["loss_vs_lr"] = plots.loss_vs_param(main, "lr", analysis.lr_optima(main, param="lr"),
+                                                 title="final validation loss vs proxy lr, per rule (★ optimum)")
     if spectra_of is not None and "collapse_fixed_width" in res:
         w = res["collapse_fixed_width"]["width"]
         f = make_subplots(rows=1, cols=2, subplot_titles=["raw sigma_i", "sigma_i / sqrt(eta/lam)"])
