@@ -166,3 +166,17 @@ def parse_numbers(text: str, kind=float) -> list:
             raise ValueError(f"{tok!r} is not a finite number")
         out.append(v)
     return out
+
+
+def check_fits(configs: list, estimate, avail: int, dev_type: str, describe, advice: str) -> None:
+    """Every ensemble the configs make (grouped by ``group_key``, at most MAX_MEMBERS members) must fit in 90% of
+    the free memory ``avail``; else a one-line ValueError.  ``estimate(config, n_members)`` is in bytes."""
+    groups: dict = {}
+    for c in configs:
+        groups.setdefault(c.group_key(), []).append(c)
+    for group in groups.values():
+        c, E = group[0], min(len(group), MAX_MEMBERS)
+        need = estimate(c, E)
+        if need > 0.9 * avail:
+            raise ValueError(f"{describe(c)} x {E} members needs ~{need / 2**30:.1f} GiB but {dev_type} has "
+                             f"{avail / 2**30:.1f} GiB free; {advice}")

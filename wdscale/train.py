@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .config import (MAX_BATCH, MAX_DEPTH, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX_WIDTH,  # noqa: F401 (re-exported)
-                     MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, pick_device, validate_config)
+                     MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, check_fits, pick_device, validate_config)
 
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
 SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
@@ -361,17 +361,9 @@ def preflight(configs: list[RunConfig], device: str = "cpu") -> None:
     if syn:
         from .transformer import available_memory
 
-        groups: dict = {}
-        for c in syn:
-            groups.setdefault(c.group_key(), []).append(c)
-        avail = available_memory(dev)
-        for group in groups.values():
-            c, E = group[0], min(len(group), MAX_MEMBERS)
-            need = synthetic_memory_estimate(c, E)
-            if need > 0.9 * avail:
-                raise ValueError(f"synthetic width {c.width} (depth {c.depth or 'default'}) x {E} members needs "
-                                 f"~{need / 2**30:.1f} GiB but {dev.type} has {avail / 2**30:.1f} GiB free; use "
-                                 "smaller widths, depth or batch, or fewer members")
+        check_fits(syn, synthetic_memory_estimate, available_memory(dev), dev.type,
+                   lambda c: f"synthetic width {c.width} (depth {c.depth or 'default'})",
+                   "use smaller widths, depth or batch, or fewer members")
     if any(c.model == "transformer" for c in configs):
         from . import transformer
 

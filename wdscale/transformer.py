@@ -223,10 +223,9 @@ def available_memory(device) -> int:
 
 def preflight(configs, device="cpu") -> None:
     """Fail fast, one line: width vs head_dim, corpus readable and long enough, ensemble fits in memory."""
-    from .config import MAX_MEMBERS, pick_device
+    from .config import check_fits, pick_device
 
     dev = pick_device(device)
-    groups: dict = {}
     for c in configs:
         if c.head_dim <= 0 or c.head_dim % 2:
             raise ValueError(f"head_dim must be a positive even integer, got {c.head_dim}")
@@ -235,15 +234,8 @@ def preflight(configs, device="cpu") -> None:
                              f"(heads = width / head_dim)")
         if c.seq_len <= 0:
             raise ValueError(f"seq_len must be > 0, got {c.seq_len}")
-        groups.setdefault(c.group_key(), []).append(c)
     for c in {(c.corpus, c.seq_len, _dims(c)[1]): c for c in configs}.values():
         check_corpus(c.corpus, c.seq_len, _dims(c)[1])
-    avail = available_memory(dev)
-    for group in groups.values():
-        c, E = group[0], min(len(group), MAX_MEMBERS)
-        need = memory_estimate(c, E)
-        if need > 0.9 * avail:
-            raise ValueError(f"transformer width {c.width} x {E} members needs ~{need / 2**30:.1f} GiB but "
-                             f"{dev.type} has {avail / 2**30:.1f} GiB free; use fewer widths/members, a smaller "
-                             f"batch or seq_len")
+    check_fits(configs, memory_estimate, available_memory(dev), dev.type, lambda c: f"transformer width {c.width}",
+               "use fewer widths/members, a smaller batch or seq_len")
 
