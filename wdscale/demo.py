@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from .analysis import fit_power_law, matrix_top_sv, seed_mean, seed_mean_curves
-from .rules import RULE_INFO, rule_exponents
+from .analysis import seed_mean, seed_mean_curves, width_exponents
+from .rules import RULE_INFO
 from .theory import implied_wd_exponent
 from .sweep import expand_grid, run_sweep
 from .config import RunConfig
@@ -107,21 +107,15 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
 
 def top_sv_exponents(records: list[dict], lr: float) -> dict:
     """Per rule: the width exponent of sigma_top (geometric mean over the hidden matrices, seeds pooled) at the
-    proxy lr eta0, with its CI; and per matrix name."""
+    proxy lr eta0, with its CI and the alpha it implies (``analysis.width_exponents``); and per matrix name."""
+    sel = [r for r in records if math.isclose(r["lr"], lr, rel_tol=1e-9)]
     out = {}
-    for rule in sorted({r["rule"] for r in records}):
-        sel = [r for r in records if r["rule"] == rule and math.isclose(r["lr"], lr, rel_tol=1e-9)
-               and not r["diverged"]]
-        if len({r["width"] for r in sel}) < 2:
-            continue
-        fit = fit_power_law([r["width"] for r in sel], [matrix_top_sv(r) or np.nan for r in sel], n_boot=300)
+    for f in width_exponents(sel, n_boot=300):
         names = sorted(n for n, c in sel[0]["param_class"].items() if c == "matrix")
-        per = {n: fit_power_law([r["width"] for r in sel], [r["top_sv"].get(n) or np.nan for r in sel],
-                                n_boot=0)["exponent"] for n in names}
-        a, b = rule_exponents(rule)
-        out[rule] = {"exponent": fit["exponent"], "ci": [fit["ci_low"], fit["ci_high"]], "per_matrix": per,
-                     # sigma_top ~ sqrt(eta/lam) d^alpha with eta ~ m^-a, lam ~ m^b: alpha = exponent + (a+b)/2
-                     "alpha": fit["exponent"] + (a + b) / 2}
+        per = {n: next(g["exponent"] for g in width_exponents([r for r in sel if r["rule"] == f["rule"]],
+                                                               params=[n], n_boot=0)) for n in names}
+        out[f["rule"]] = {"exponent": f["exponent"], "ci": [f["ci_low"], f["ci_high"]], "per_matrix": per,
+                          "alpha": f["alpha"]}
     return out
 
 
