@@ -171,9 +171,9 @@ def test_jobs_use_ray_when_the_address_is_set(tmp_path, monkeypatch):
     assert seen == {}  # local executor: run_sweep's defaults
 
 
-def test_train_page_says_cuda_untested_and_refuses_exp_warmup_with_mup(data_dir):
+def test_train_page_says_what_the_cuda_check_found_and_refuses_exp_warmup_with_mup(data_dir):
     at = run_page("pages/train.py")
-    assert any("CUDA path untested" in c.value for c in at.caption)
+    assert any("CUDA path: checked once" in c.value and "gpu_check" in c.value for c in at.caption)
     at.selectbox(key="t_sched").set_value("exp_warmup").run()  # default rules mup, wd: width factor twice
     assert not at.exception
     assert any("exp_warmup" in e.value and "applies twice" in e.value for e in at.error), [e.value for e in at.error]
