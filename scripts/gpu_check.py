@@ -164,19 +164,9 @@ def sec_env(ctx) -> dict:
 
 
 def matmul_tflops(dev, dtype, n: int, reps: int) -> float:
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    b = torch.randn(n, n, device=dev, dtype=dtype)
-    c = a @ b
-    inner = 10 if dev.type == "cuda" else 2
-    best = float("inf")
-    for _ in range(reps):
-        sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            torch.mm(a, b, out=c)
-        sync(dev)
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return 2 * n ** 3 / best / 1e12
+    from wdscale.bench import matmul_peak_gflops
+
+    return matmul_peak_gflops(dev, n, reps, dtype) / 1e3
 
 
 def sec_peak(ctx) -> dict:

@@ -58,10 +58,11 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def matmul_peak_gflops(dev: torch.device, n: int = 2048, reps: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul (TF32 off: MFU is counted against true fp32 here)."""
-    a = torch.randn(n, n, device=dev)
-    b = torch.randn(n, n, device=dev)
+def matmul_peak_gflops(dev: torch.device, n: int = 2048, reps: int = 5, dtype=torch.float32) -> float:
+    """Best GFLOP/s of an n x n matmul in ``dtype`` (fp32 with TF32 off by default: MFU is counted against true
+    fp32 here; scripts/gpu_check.py also asks for bf16)."""
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
     c = a @ b
     best = float("inf")
     inner = 20 if dev.type == "cuda" else 1

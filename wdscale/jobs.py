@@ -117,6 +117,11 @@ def check_study(model: str, widths, base_width, rules, lrs, wds, steps, seeds=(0
 # ---------------------------------------------------------------------------------------------
 # Jobs
 # ---------------------------------------------------------------------------------------------
+def run_info(configs: list[RunConfig]) -> dict:
+    """run_id -> what the live panel labels a curve with."""
+    return {c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd, "seed": c.seed} for c in configs}
+
+
 class Job:
     """The state one worker thread writes and the page reads (always under ``lock``)."""
 
@@ -150,8 +155,7 @@ class Job:
         self._chunks: dict = {}  # key -> {"run_ids", "n", "step"}
         self._current = None
         self._t_train: float | None = None
-        self.info = {c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd, "seed": c.seed}
-                     for c in configs}
+        self.info = run_info(configs)
 
     # -- called from the worker ----------------------------------------------------------------------
     def on_event(self, e: dict) -> None:
@@ -299,8 +303,7 @@ class JobManager:
                     more = job.then(recs)
                     with job.lock:
                         job.configs = job.configs + more
-                        job.info.update({c.run_id: {"rule": c.rule, "width": c.width, "lr": c.lr, "wd": c.wd,
-                                                    "seed": c.seed} for c in more})
+                        job.info.update(run_info(more))
                     run_sweep(more, store, opts, on_event=job.on_event, cancel=job.cancel, on_record=job.on_record,
                               **kw)
                 status, err = ("cancelled" if job.cancel.is_set() else "done"), None

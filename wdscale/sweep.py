@@ -11,10 +11,9 @@ import threading
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from .store import RunStore
 from .config import MAX_MEMBERS, RunConfig
+from .store import RunStore
 from .train import TrainOptions, checkpoint_path, train_ensemble
-
 
 
 def expand_grid(model: str, widths: Iterable[int], base_width: int, rules: Iterable[str], lrs: Iterable[float],
@@ -71,9 +70,9 @@ def run_sweep(configs: list[RunConfig], store: RunStore | None, opts: TrainOptio
             on_record(rec)
     emit({"type": "plan", "cached": len(cached), "to_train": sum(len(c) for c in chunks), "chunks": len(chunks)})
     if store is not None and executor != "ray":  # mid-ensemble checkpoints live beside the runs they become
-        opts = dataclasses.replace(opts or TrainOptions(), checkpoint_dir=(opts.checkpoint_dir if opts and
-                                                                          opts.checkpoint_dir else
-                                                                          str(store.root / "checkpoints")))
+        opts = opts or TrainOptions()
+        if not opts.checkpoint_dir:
+            opts = dataclasses.replace(opts, checkpoint_dir=str(store.root / "checkpoints"))
     if executor == "ray":
         from .ray_executor import run_chunks_ray
 
