@@ -190,6 +190,11 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
     return out
 
 
+def _drift_text(v: dict) -> str:
+    lo, hi = v["drift_ci"]
+    return f"{v['drift']:+.2f}" + (f" (95% CI {lo:+.2f} to {hi:+.2f})" if math.isfinite(lo) else "")
+
+
 def compare_rules(verdicts: list[dict]) -> list[dict]:
     """Rank the rules of each study (same model, fixed param, steps, base width) by |drift|, then max regret.
 
@@ -215,15 +220,9 @@ def compare_rules(verdicts: list[dict]) -> list[dict]:
             a, b = best["drift_ci"], vs[1]["drift_ci"]
             if all(math.isfinite(x) for x in (*a, *b)) and not (a[1] < b[0] or b[1] < a[0]):
                 reasons.append(f"the drift CIs of {best['rule']} and {vs[1]['rule']} overlap")
-
-        def fmt(v):
-            lo, hi = v["drift_ci"]
-            ci = f" (95% CI {lo:+.2f} to {hi:+.2f})" if math.isfinite(lo) else ""
-            return f"{v['rule']} {v['drift']:+.2f}{ci}"
-
-        others = "; ".join(fmt(v) for v in vs[1:])
+        others = "; ".join(f"{v['rule']} {_drift_text(v)}" for v in vs[1:])
         head = (f"Best rule: {best['rule']}" if not reasons else f"Inconclusive, best so far: {best['rule']}")
-        sentence = (f"{head}: its optimal {param} drifts {fmt(best).split(' ', 1)[1]} octaves per width doubling"
+        sentence = (f"{head}: its optimal {param} drifts {_drift_text(best)} octaves per width doubling"
                     + (f", against {others}" if others else "") + f" (threshold ±{best['threshold']:g}).")
         if reasons:
             sentence += " Why inconclusive: " + "; ".join(reasons) + "."
