@@ -73,10 +73,10 @@ if n_todo == 0:
     with c2:
         _ui.show(plots.proxy_grid_plot(s["proxy"]), "demo_proxy_grid")
     opt = analysis.lr_optima(phase2, param="lr")
-    _ui.show(plots.loss_vs_param(phase2, "lr", opt, title="Loss vs learning rate, per rule (seed mean over seeds; ★ optimum)"),
+    _ui.show(plots.loss_vs_param(phase2, "lr", opt, title="Loss vs learning rate, per rule (seed mean; ★ optimum)"),
              "demo_loss_vs_lr")
     sel = [r for r in phase2 if abs(r["lr"] - s["proxy"]["eta0"]) <= 1e-9 * r["lr"]]
-    fits = analysis.width_exponents(sel, n_boot=200)
+    fits = [v["top_sv_fit"] for v in s["rules"].values() if v.get("top_sv_fit")]  # fitted once, in summarize
     _ui.show(plots.top_sv_vs_width(sel, fits, title=f"σ_top vs width at the proxy's η₀ = {s['proxy']['eta0']:.3g}"),
              "demo_top_sv_vs_width")
     st.dataframe([{"rule": r, "what": v["info"], "drift (oct/doubling)": v["drift"],

@@ -115,7 +115,7 @@ def top_sv_exponents(records: list[dict], lr: float) -> dict:
         per = {n: next(g["exponent"] for g in width_exponents([r for r in sel if r["rule"] == f["rule"]],
                                                                params=[n], n_boot=0)) for n in names}
         out[f["rule"]] = {"exponent": f["exponent"], "ci": [f["ci_low"], f["ci_high"]], "per_matrix": per,
-                          "alpha": f["alpha"]}
+                          "alpha": f["alpha"], "fit": f}  # the fit itself: the Home page draws it
     return out
 
 
@@ -134,6 +134,7 @@ def summarize(proxy: list[dict], recs: list[dict]) -> dict:
             "top_sv_exponent_ci": sv.get(v["rule"], {}).get("ci"),
             "top_sv_alpha": sv.get(v["rule"], {}).get("alpha"),
             "top_sv_exponent_per_matrix": sv.get(v["rule"], {}).get("per_matrix"),
+            "top_sv_fit": sv.get(v["rule"], {}).get("fit"),
             "optima": {w: o["x_opt"] for w, o in v["optima"].items()},
             "best_loss": {w: o["best_loss"] for w, o in v["optima"].items()},
             "on_edge": [w for w, o in v["optima"].items() if o["method"] in ("edge", "none")],
