@@ -149,24 +149,15 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     opts = opts or TrainOptions()
     if len({c.group_key() for c in configs}) != 1:
         raise ValueError("configs of one ensemble must share model, width, steps, schedule and data")
-    resolved_all = [c.resolved() for c in configs]
-    twin = _twins(configs, resolved_all)
+    resolved = [c.resolved() for c in configs]
+    twin = _twins(configs, resolved)
     uniq = sorted(set(twin))
+    slot = {j: k for k, j in enumerate(uniq)}
     ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
-    if len(uniq) < len(configs):
-        slot = {j: k for k, j in enumerate(uniq)}
-        res = _train_unique([configs[j] for j in uniq], opts, on_event, cancel, ckpt)
-        out = []
-        for c, r, t in zip(configs, resolved_all, twin):
-            out.append({**res[slot[t]], "config": c, "run_id": c.run_id, "resolved": r})
-        return out
-    return _train_unique(configs, opts, on_event, cancel, ckpt)
-
-
-def _train_unique(configs: list[RunConfig], opts: TrainOptions, on_event, cancel, ckpt: Path | None) -> list[dict]:
-    run = _EnsembleRun(configs, opts, on_event or (lambda e: None), ckpt)
-    done = run.loop(cancel)
-    return run.results(done)
+    run = _EnsembleRun([configs[j] for j in uniq], opts, on_event or (lambda e: None), ckpt)
+    res = run.results(run.loop(cancel))
+    return [{**res[slot[t]], "config": c, "run_id": c.run_id, "resolved": r}
+            for c, r, t in zip(configs, resolved, twin)]
 
 
 class _EnsembleRun:
