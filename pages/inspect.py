@@ -44,7 +44,7 @@ with tab_ck:
     paths_text = st.text_area("…or paths on the machine running the app, one per line (any size; a folder "
                               "reads its *.safetensors shards)", key="in_paths", height=80)
     c1, c2, c3 = st.columns(3)
-    rules = [r for r in RULE_INFO if r != "custom"]
+    rules = [r for r in RULE_INFO if r not in ("custom", "fitted")]
     rule = c1.selectbox("The widths were trained with", rules, index=rules.index("mup"), key="in_rule",
                         format_func=lambda r: f"{r}: {RULE_INFO[r]}",
                         help="only changes the λ exponent: σ_top ∝ √(η/λ)·d^α₀, so the measured α depends on how "

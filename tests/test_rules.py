@@ -30,7 +30,15 @@ def test_custom_exponents_and_identity_at_base_width():
     assert r.groups["matrix"]["lr"] == pytest.approx(1e-2 * 8 ** -0.5)
     assert r.groups["matrix"]["wd"] == pytest.approx(0.1 * 8 ** 1.5)
     for rule in RULES:  # at m = 1 every rule is the proxy itself
-        assert resolve(rule, 64, 64, 1e-2, 0.1).groups["matrix"] == {"lr": 1e-2, "wd": 0.1}
+        assert resolve(rule, 64, 64, 1e-2, 0.1, b=0.3 if rule == "fitted" else None).groups["matrix"] == \
+            {"lr": 1e-2, "wd": 0.1}
+
+
+def test_fitted_rule_is_custom_with_its_measured_b_and_refuses_without_it():
+    f, c = resolve("fitted", 256, 64, 1e-2, 0.1, b=0.4), resolve("custom", 256, 64, 1e-2, 0.1, a=1.0, b=0.4)
+    assert f.groups == c.groups and f.readout_mult == c.readout_mult == 0.25
+    with pytest.raises(ValueError, match="fitted needs"):
+        resolve("fitted", 256, 64, 1e-2, 0.1)
 
 
 @pytest.mark.parametrize("bad", [dict(rule="nope"), dict(width=0), dict(base_width=-1), dict(lr=0.0),

@@ -7,6 +7,7 @@ analysis, then the CLI and the app).  ``wdscale.train`` re-exports these names f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .rules import RULES, check_positive, resolve
+from .rules import FREE_RULES, RULES, check_positive, resolve
 
 MAX_MEMBERS = 64  # members per ensemble chunk: bounds memory, keeps batching efficient (a demo width is 42)
 MODELS = ("synthetic", "transformer")
@@ -54,6 +55,9 @@ class RunConfig:
     seq_len: int = 128  # transformer only
     head_dim: int = 32  # transformer only
     corpus: str = "stdlib"  # transformer only: "stdlib" or a path to a UTF-8 text file
+    # transformer only: train on the first train_bytes bytes of the corpus's training split, revisited in epochs
+    # (Wang & Aitchison's multi-epoch regime); None = the whole split (LM pretraining: at most ~one pass)
+    train_bytes: int | None = None
 
     def __post_init__(self):
         validate_config(self)
@@ -65,14 +69,16 @@ class RunConfig:
     def canonical(self) -> dict:
         d = dataclasses.asdict(self)
         d["model_version"] = MODEL_VERSIONS[self.model]
+        if d["train_bytes"] is None:  # the field came later: run ids of whole-corpus runs stay what they were
+            d.pop("train_bytes")
         if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
-            for k in ("seq_len", "head_dim", "corpus"):
-                d.pop(k)
+            for k in ("seq_len", "head_dim", "corpus", "train_bytes"):
+                d.pop(k, None)
         elif self.corpus != "stdlib":  # a user's file: its content, not just its path, names the run
             from .data import corpus_digest
 
             d["corpus_sha256"] = corpus_digest(self.corpus)
-        if self.rule != "custom":
+        if self.rule not in FREE_RULES:
             d.pop("a"), d.pop("b")
         return d
 
@@ -85,6 +91,53 @@ class RunConfig:
 
     def resolved(self):
         return resolve(self.rule, self.width, self.base_width, self.lr, self.wd, self.a, self.b)
+
+    def lr_sum(self) -> float:
+        """sum_t s_t of the lr schedule's multiplier over the run: the accumulated decay of a class with lr eta and
+        wd lam is S = eta * lam * lr_sum() (= steps * eta * lam at a constant lr)."""
+        return schedule_sum(self.schedule, self.warmup, self.steps, self.width / self.base_width)
+
+    def decay_table(self) -> dict:
+        """``Resolved.table`` with ``steps_over_tau`` = S = sum_t eta_t * lam, the schedule counted."""
+        return self.resolved().table(self.steps, lr_sum=self.lr_sum())
+
+
+def lr_factor(cfg: RunConfig, step: int) -> float:
+    """Schedule multiplier on every lr of a member at ``step`` (0-based).
+
+    ``exp_warmup`` is Kosson et al.'s replacement for mu-P's implicit warmup: s_t = m^min(0, t/T_W - 1),
+    rising from 1/m to 1 over T_W = warmup * steps (use it with the ``sp`` rule, no mu-P lr scaling)."""
+    return _factor(cfg.schedule, cfg.warmup, cfg.steps, cfg.width / cfg.base_width, step)  # a float
+
+
+def _factor(schedule: str, warmup: float, T: int, m: float, step):
+    """The schedule at ``step`` (an int or an array of steps: one formula for the trainer and the sums)."""
+    import numpy as np
+
+    t = np.asarray(step, dtype=float)
+    tw = warmup * T
+    if schedule == "constant" or (schedule == "exp_warmup" and tw <= 0):
+        out = np.ones_like(t)
+    elif schedule == "exp_warmup":
+        out = m ** np.minimum(0.0, t / tw - 1.0)
+    else:
+        warm = np.minimum(1.0, (t + 1) / tw) if tw > 0 else np.ones_like(t)
+        if schedule == "warmup":
+            out = warm
+        else:  # cosine: linear warmup, then cosine decay to 10% of the peak
+            prog = np.zeros_like(t) if T <= tw else np.maximum(0.0, (t - tw) / (T - tw))
+            out = warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.minimum(1.0, prog))))
+    return float(out) if out.ndim == 0 else out
+
+
+@functools.lru_cache(maxsize=4096)
+def schedule_sum(schedule: str, warmup: float, steps: int, m: float = 1.0) -> float:
+    """sum_{t < steps} s_t: what the steps count for under the schedule (steps at a constant lr)."""
+    import numpy as np
+
+    if schedule == "constant":
+        return float(steps)
+    return float(np.sum(_factor(schedule, warmup, steps, m, np.arange(steps, dtype=float))))
 
 
 def validate_config(c: RunConfig) -> None:
@@ -106,6 +159,11 @@ def validate_config(c: RunConfig) -> None:
         raise ValueError(f"warmup is a fraction of the steps in [0, 1], got {c.warmup}")
     if c.batch_size is not None and c.batch_size <= 0:
         raise ValueError(f"batch size must be > 0, got {c.batch_size}")
+    if c.train_bytes is not None and (isinstance(c.train_bytes, bool) or not isinstance(c.train_bytes, int)
+                                      or c.train_bytes <= 0):
+        raise ValueError(f"train_bytes must be a positive integer (bytes of the training split), got {c.train_bytes!r}")
+    if c.train_bytes is not None and c.model != "transformer":
+        raise ValueError("train_bytes slices the Transformer's byte corpus; the synthetic task has its own finite set")
     if c.depth is not None and c.depth <= 0:
         raise ValueError(f"depth must be > 0, got {c.depth}")
     for k, v, hi in (("steps", c.steps, MAX_STEPS), ("width", c.width, MAX_WIDTH), ("base width", c.base_width,

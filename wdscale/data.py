@@ -7,7 +7,8 @@ Corpora:
   Python version, always present, nothing to download.
 * a path to a user's UTF-8 text file.
 
-Split: the last ``VAL_FRACTION`` of the bytes is validation (for stdlib that is whole files at the end of the
+Split: the last ``VAL_FRACTION`` of the bytes is validation (``train_bytes`` keeps only the first bytes of the
+training split, for the multi-epoch regime; validation is unchanged) (for stdlib that is whole files at the end of the
 sorted list).  Training batches are random windows of ``seq_len + 1`` bytes drawn from a generator seeded by
 ``data_seed``; every member of an ensemble sees the same batch.  ``data.val`` is a fixed list of validation
 batches (evenly spaced windows, independent of seeds and batch size): the metric behind loss-vs-LR curves.
@@ -177,9 +178,16 @@ def check_corpus(corpus: str, seq_len: int, batch_size: int) -> np.ndarray:
 class TextData:
     """Iterator of (batch_size, seq_len + 1) int64 token windows on ``device``; ``val`` is a fixed list."""
 
-    def __init__(self, corpus: str, seq_len: int, batch_size: int, data_seed: int = 0, device="cpu"):
+    def __init__(self, corpus: str, seq_len: int, batch_size: int, data_seed: int = 0, device="cpu",
+                 train_bytes: int | None = None):
         arr = check_corpus(corpus, seq_len, batch_size)
         train, val = split(arr)
+        if train_bytes is not None:  # a finite slice revisited in epochs; validation stays the same held-out text
+            if train_bytes < seq_len + 2:
+                raise ValueError(f"train_bytes {train_bytes} is shorter than one window of seq_len {seq_len} + 1")
+            if train_bytes > len(train):
+                raise ValueError(f"train_bytes {train_bytes:,} is more than the corpus's {len(train):,} training bytes")
+            train = train[:train_bytes]
         self.seq_len, self.batch_size, self.device = seq_len, batch_size, torch.device(device)
         self.train = torch.from_numpy(train.copy()).to(self.device)
         self.gen = torch.Generator().manual_seed(20_000 + int(data_seed))

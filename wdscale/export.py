@@ -18,7 +18,8 @@ from collections import defaultdict
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html", "csv": "text/csv"}
 # Settings one `wdscale sweep` command cannot vary: records differing in these are separate studies.
 STUDY_FIELDS = ("model", "base_width", "steps", "schedule", "warmup", "batch_size", "depth", "seq_len", "head_dim",
-                "corpus", "a", "b", "model_version")  # a changed model is another study, never mixed in
+                "corpus", "train_bytes", "model_version")  # a changed model (or data slice) is another study;
+# a custom or fitted rule's exponents (a, b) are not: verdicts group by them, so those runs sit beside the named rules
 _kaleido_lock = threading.Lock()  # one kaleido server per process; sessions take turns
 
 

@@ -33,6 +33,9 @@ Rules (Fan et al. 2025, arXiv 2510.15262, and the variants users of microsoft/mu
              "independent" weight decay; Kosson et al., Wang & Aitchison).
 * ``wd``     mu-P with lam2 proportional to sqrt(m): the paper's rule, keeps sigma_top width-invariant.
 * ``custom`` eta2 proportional to m^-a, lam2 proportional to m^b (defaults a=1, b=0.5).
+* ``fitted`` the paper's recipe taken literally: ``custom`` with a = 1 and b = 2*alpha_hat - 1, where alpha_hat is
+             sigma_top's width exponent measured on the study's own two smallest widths under ``mup``
+             (``wdscale.regimes.fitted_b``).  Same maths as ``custom``; its own name so studies report it apart.
 """
 from __future__ import annotations
 
@@ -40,11 +43,13 @@ import math
 import re
 from dataclasses import dataclass
 
-RULES = ("sp", "mup", "indep", "wd", "custom")
+RULES = ("sp", "mup", "indep", "wd", "custom", "fitted")
+FREE_RULES = ("custom", "fitted")  # rules whose exponents (a, b) are part of the run
 CLASSES = ("matrix", "vector", "embedding", "readout")
 
 RULE_SHORT = {  # plot labels
     "sp": "SP", "mup": "μP, λ fixed", "indep": "μP, ηλ fixed (λ∝d)", "wd": "μP, λ∝√d", "custom": "custom",
+    "fitted": "μP, λ∝d^(2α̂−1) (fitted)",
 }
 RULE_INFO = {
     "sp": "SP: nothing scaled with width",
@@ -52,6 +57,7 @@ RULE_INFO = {
     "indep": "muP, eta*lam fixed: lam ~ d (mup MuAdamW default)",
     "wd": "muP, lam ~ sqrt(d) (Fan et al. 2025)",
     "custom": "eta ~ m^-a, lam ~ m^b",
+    "fitted": "muP, lam ~ d^(2 alpha_hat - 1), alpha_hat measured at the two smallest widths",
 }
 
 
@@ -60,6 +66,10 @@ def rule_exponents(rule: str, a: float | None = None, b: float | None = None) ->
     table = {"sp": (0.0, 0.0), "mup": (1.0, 0.0), "indep": (1.0, 1.0), "wd": (1.0, 0.5)}
     if rule == "custom":
         return (1.0 if a is None else float(a), 0.5 if b is None else float(b))
+    if rule == "fitted":
+        if b is None:
+            raise ValueError("rule fitted needs its measured wd exponent b = 2*alpha_hat - 1 (give -b)")
+        return (1.0 if a is None else float(a), float(b))
     if rule not in table:
         raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
     return table[rule]
@@ -100,15 +110,19 @@ class Resolved:
     def m(self) -> float:
         return self.width / self.base_width
 
-    def table(self, steps: int | None = None) -> dict:
-        """Class -> lr, wd, the per-step decay lr*wd, tau = 1/(lr*wd) and (if steps) steps/tau."""
+    def table(self, steps: int | None = None, lr_sum: float | None = None) -> dict:
+        """Class -> lr, wd, the per-step decay lr*wd, tau = 1/(lr*wd) and (if steps) steps_over_tau.
+
+        ``steps_over_tau`` is the accumulated decay S = sum_t eta_t * lam: with an lr schedule eta_t = eta *
+        s_t, pass ``lr_sum`` = sum_t s_t (``RunConfig.lr_sum``); without it the lr is taken as constant
+        (S = steps * eta * lam, which overstates S under warmup or cosine decay)."""
         out = {}
         for cls, g in self.groups.items():
             decay = g["lr"] * g["wd"]
             row = {"lr": g["lr"], "wd": g["wd"], "decay_per_step": decay,
                    "tau": (1.0 / decay) if decay > 0 else math.inf}
             if steps is not None:
-                row["steps_over_tau"] = steps * decay
+                row["steps_over_tau"] = (steps if lr_sum is None else lr_sum) * decay
             out[cls] = row
         return out
 

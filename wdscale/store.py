@@ -413,7 +413,7 @@ def make_record(result: dict, weights_path: str, spectra_path: str) -> dict:
     rec.update({
         "run_id": result["run_id"], "status": result["status"], "steps_done": result["steps_done"],
         "matrix_lr": res.groups["matrix"]["lr"], "matrix_wd": res.groups["matrix"]["wd"],
-        "readout_mult": res.readout_mult, "groups": res.table(cfg.steps),
+        "readout_mult": res.readout_mult, "groups": res.table(cfg.steps, lr_sum=cfg.lr_sum()),
         "final_loss": result["final_loss"], "diverged": result["diverged"],
         "diverged_step": result["diverged_step"],
         "evals": {str(k): v for k, v in result["evals"].items()},

@@ -18,30 +18,11 @@ from typing import Callable
 import torch
 
 from .config import (MAX_BATCH, MAX_DEPTH, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX_WIDTH,  # noqa: F401 (re-exported)
-                     MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, check_fits, pick_device, validate_config)
+                     MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, check_fits, lr_factor, pick_device,
+                     schedule_sum, validate_config)
 
 MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
 SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
-
-def lr_factor(cfg: RunConfig, step: int) -> float:
-    """Schedule multiplier on every lr of a member at ``step`` (0-based).
-
-    ``exp_warmup`` is Kosson et al.'s replacement for mu-P's implicit warmup: s_t = m^min(0, t/T_W - 1),
-    rising from 1/m to 1 over T_W = warmup * steps (use it with the ``sp`` rule, no mu-P lr scaling)."""
-    T = cfg.steps
-    tw = cfg.warmup * T
-    if cfg.schedule == "constant":
-        return 1.0
-    if cfg.schedule == "exp_warmup":
-        m = cfg.width / cfg.base_width
-        return m ** min(0.0, step / tw - 1.0) if tw > 0 else 1.0
-    warm = min(1.0, (step + 1) / tw) if tw > 0 else 1.0
-    if cfg.schedule == "warmup":
-        return warm
-    # cosine: linear warmup, then cosine decay to 10% of the peak
-    prog = 0.0 if T <= tw else max(0.0, (step - tw) / (T - tw))
-    return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
-
 
 def build(cfg: RunConfig, n_members: int, device: torch.device):
     """(model, data) for a config: data is an iterator of batches with a ``val`` attribute."""

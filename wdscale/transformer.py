@@ -164,7 +164,7 @@ def _dims(cfg):
 def build(cfg, n_members: int, device):
     depth, batch = _dims(cfg)
     model = Transformer(n_members, cfg.width, depth=depth, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
-    data = TextData(cfg.corpus, cfg.seq_len, batch, cfg.data_seed, device)
+    data = TextData(cfg.corpus, cfg.seq_len, batch, cfg.data_seed, device, train_bytes=cfg.train_bytes)
     return model.to(device), data
 
 

@@ -1,7 +1,13 @@
 """Verdicts: is a run long enough to be steady-state evidence, does the LR (or lambda) transfer across widths.
 
 A run shorter than ``MIN_TAUS`` timescales tau = 1/(lr*wd) for a matrix class has not reached the AdamW
-steady state, so its spectra and transfer curves say little about the weight-decay rule.
+steady state, so its spectra and transfer curves say little about the weight-decay rule.  "Steps in tau" is the
+accumulated decay S = sum_t eta_t * lam (torch's AdamW decays by eta_t * lam per step): under an lr schedule
+(warmup, cosine) it is less than steps * eta * lam, and S is what every verdict counts.
+
+The steady-state gate sits at the *optima*: a study passes it when, at every width, S at the optimal lr (from
+the grid point nearest the optimum, scaled: S is proportional to lr * wd) is >= MIN_TAUS.  A grid's lowest lr
+may well stop short of steady state; that run only shapes the curve, the rule is judged where it is best.
 
 The transfer verdict reads a stored sweep (records as ``RunStore.records()`` returns them):
 
@@ -30,17 +36,19 @@ DEFAULT_THRESHOLD = 0.25  # octaves of optimum per doubling of width
 HORIZON_FRACTIONS = (0.25, 0.5, 1.0)
 
 
-def horizon_warnings(res, steps: int | None, min_taus: float = MIN_TAUS) -> list[str]:
-    """One message per matrix class whose planned steps are < min_taus * tau (empty when steps is None)."""
+def horizon_warnings(res, steps: int | None, min_taus: float = MIN_TAUS, lr_sum: float | None = None) -> list[str]:
+    """One message per matrix class whose planned steps are < min_taus * tau (empty when steps is None).
+
+    ``lr_sum``: the schedule's sum_t s_t (``RunConfig.lr_sum``); None counts a constant lr."""
     if steps is None:
         return []
     out = []
-    for cls, row in res.table(steps).items():
+    for cls, row in res.table(steps, lr_sum=lr_sum).items():
         if cls != "matrix":
             continue
         if row["steps_over_tau"] < min_taus:
             tau = "inf (no decay)" if math.isinf(row["tau"]) else f"{row['tau']:.0f}"
-            out.append(f"{cls}: {steps} steps = {row['steps_over_tau']:.2g} tau (tau = 1/(lr*wd) = {tau} steps) "
+            out.append(f"{cls}: {steps} steps = {row['steps_over_tau']:.2g} tau (S = sum of lr_t*wd; tau = 1/(lr*wd) = {tau} steps) "
                        f"< {min_taus:g} tau: not yet steady state, spectra and transfer are not steady-state evidence")
     return out
 
@@ -52,7 +60,7 @@ def sweep_horizon_warnings(configs, min_taus: float = MIN_TAUS) -> list[str]:
     total: dict[str, int] = defaultdict(int)
     for c in configs:
         total[c.rule] += 1
-        row = c.resolved().table(c.steps)["matrix"]
+        row = c.decay_table()["matrix"]
         if row["steps_over_tau"] < min_taus:
             short[c.rule].append((row["steps_over_tau"], c))
     out = []
@@ -65,10 +73,27 @@ def sweep_horizon_warnings(configs, min_taus: float = MIN_TAUS) -> list[str]:
 
 
 def record_taus(rec: dict) -> float | None:
-    """steps / tau of a stored run's matrix class (None when the record does not say)."""
+    """S = sum_t eta_t * lam of a stored run's matrix class, the schedule counted (None when the record does not
+    say).  Recomputed from the record's config, so runs stored before S knew the schedule read right too."""
+    from .config import schedule_sum
+
+    lr, wd = rec.get("matrix_lr"), rec.get("matrix_wd")
+    if lr is not None and wd is not None and rec.get("steps") and rec.get("base_width"):
+        m = rec["width"] / rec["base_width"]
+        return float(lr * wd * schedule_sum(rec.get("schedule") or "constant", float(rec.get("warmup") or 0.0),
+                                            int(rec["steps"]), m))
     row = (rec.get("groups") or {}).get("matrix") or {}
     v = row.get("steps_over_tau")
     return float(v) if v is not None else None
+
+
+def taus_at_optimum(recs: list[dict], param: str, x_opt: float | None) -> float | None:
+    """S at ``x_opt`` of one width's records: the nearest grid point's S, scaled by x_opt / x (S ~ lr * wd)."""
+    pts = [(r[param], record_taus(r)) for r in recs if r.get(param) and record_taus(r) is not None]
+    if x_opt is None or not pts or not (x_opt > 0):
+        return None
+    x, t = min(pts, key=lambda p: abs(math.log(p[0] / x_opt)))
+    return t * x_opt / x
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,7 +146,9 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
     Each dict: rule, the fixed other param, model, base_width, steps, param, metric, step, widths,
     optima {width: {x_opt, loss_opt, method, best_loss, n_diverged}}, proxy_width, proxy_x_opt, drift,
     drift_ci (low, high), n_seeds, regret {width: r}, max_regret, threshold, regret_threshold,
-    passed (True/False/None), verdict (PASS/FAIL/INCONCLUSIVE), notes (list of strings), min_steps_over_tau.
+    passed (True/False/None), verdict (PASS/FAIL/INCONCLUSIVE), notes (list of strings), min_steps_over_tau (the
+    smallest S = sum_t lr_t*wd at any width's optimum: the steady-state gate), min_steps_over_tau_grid (over every
+    run of the grid, for information); each optimum also carries its own ``steps_over_tau``.
     """
     from .analysis import drift_ci, drift_octaves, interp_loss, optimum, seed_mean, seed_mean_curves
 
@@ -163,12 +190,15 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
                 if not math.isfinite(at):
                     notes.append(f"width {w}: proxy optimum {x0:g} is outside its grid or next to a diverged run")
         max_regret = max(r for w, r in regret.items() if w != proxy) if len(regret) > 1 else 0.0
-        taus = [t for t in (record_taus(r) for r in recs) if t is not None]
-        min_tau = min(taus) if taus else None
+        for w, o in optima.items():
+            o["steps_over_tau"] = taus_at_optimum([r for r in recs if r["width"] == w], param, o["x_opt"])
+        taus_opt = {w: o["steps_over_tau"] for w, o in optima.items() if o["steps_over_tau"] is not None}
+        min_tau = min(taus_opt.values()) if taus_opt else None
+        grid_taus = [t for t in (record_taus(r) for r in recs) if t is not None]
         short = min_tau is not None and min_tau < min_taus
         if short:
-            notes.append(f"some runs stop at {min_tau:.2g} tau < {min_taus:g} tau (tau = 1/(lr*wd)): "
-                         "not steady-state evidence")
+            low = ", ".join(f"width {w}: {t:.2g}" for w, t in sorted(taus_opt.items()) if t < min_taus)
+            notes.append(f"at the optimum, S = sum_t lr_t*wd < {min_taus:g} tau ({low}): not steady-state evidence")
         lo, hi = ci if all(math.isfinite(c) for c in ci) else (drift, drift)
         regret_ok = regret_threshold is None or max_regret <= regret_threshold
         if not math.isfinite(drift) or short or any(o["method"] in ("edge", "none") for o in optima.values()):
@@ -185,7 +215,8 @@ def transfer_verdict(records: list[dict], param: str = "lr", metric: str = "fina
                     "widths": sorted(curves), "optima": optima, "proxy_width": proxy, "proxy_x_opt": x0,
                     "drift": drift, "drift_ci": list(ci), "n_seeds": n_seeds, "regret": regret,
                     "max_regret": max_regret, "threshold": threshold, "regret_threshold": regret_threshold,
-                    "passed": passed, "verdict": verdict, "notes": notes, "min_steps_over_tau": min_tau})
+                    "passed": passed, "verdict": verdict, "notes": notes, "min_steps_over_tau": min_tau,
+                    "min_steps_over_tau_grid": min(grid_taus) if grid_taus else None})
     out.sort(key=lambda v: (v["model"], v["rule"], v.get("wd", v.get("lr")), v["steps"]))
     return out
 
