@@ -325,3 +325,58 @@ def fmt_table(res, steps: int) -> list[dict]:
                      "τ = 1/(ηλ) steps": None if math.isinf(r["tau"]) else r["tau"],
                      "steps/τ": r.get("steps_over_tau")})
     return rows
+
+
+# -- ETA before Train: wdscale.cost, calibrated on this machine once (in the background, never blocking) ----------
+@st.cache_resource
+def _calibrations() -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # one worker: two sessions asking at once share one measurement, and it never runs two at a time
+    return {"pool": ThreadPoolExecutor(1, thread_name_prefix="wdscale-cost"), "futures": {}, "lock": threading.Lock()}
+
+
+def _calibration(model: str, device: str, threads: int):
+    """The cost constants of ``model`` here, or None while they are being measured (started on first ask)."""
+    from wdscale import cost
+
+    cal = cost.cached_calibration(model, device, threads)
+    if cal is not None:
+        return cal
+    c = _calibrations()
+    with c["lock"]:
+        fut = c["futures"].get((model, device, threads))
+        if fut is None or (fut.done() and fut.exception() is not None):
+            fut = c["futures"][(model, device, threads)] = c["pool"].submit(cost.calibrate, model, device, threads)
+    return fut.result() if fut.done() else None
+
+
+@st.fragment(run_every=1.0)
+def _await_calibration(models: tuple, device: str, threads: int) -> None:
+    if all(_calibration(m, device, threads) is not None for m in models):
+        st.rerun()  # whole page: the ETA line is drawn from the constants
+
+
+def eta_notice(configs, store_, device: str = "cpu") -> dict | None:
+    """One line before Train: the study's ETA on this machine (wdscale.cost.study_eta), or that it is being
+    measured; returns study_eta's dict."""
+    from wdscale import cost
+
+    threads = manager().threads
+    models = tuple(sorted({c.model for c in configs}))
+    cals = {m: _calibration(m, device, threads) for m in models}
+    if any(v is None for v in cals.values()):
+        st.info(f"ETA: timing a few {'/'.join(models)} steps on this machine (once, a few seconds)…",
+                icon=":material/timer:")
+        _await_calibration(models, device, threads)
+        return None
+    eta = cost.study_eta(configs, store_, device, threads, cals=cals)
+    if eta["to_train"] == 0:
+        st.info("ETA: nothing to train, every run is in the store.", icon=":material/timer:")
+        return eta
+    per = ", ".join(f"d={w}: {cost.format_seconds(s)}" for w, s in sorted(eta["per_width"].items()))
+    st.info(f"**ETA ≈ {cost.format_seconds(eta['seconds'])}** for {eta['to_train']} runs on this machine "
+            f"({threads} torch threads; {per}; {eta['flops']:.2g} FLOPs). From wdscale.cost, calibrated on this "
+            "machine's measured step times: a plan, good to about 2×; a busy machine takes longer.",
+            icon=":material/timer:")
+    return eta

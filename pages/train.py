@@ -13,16 +13,18 @@ from wdscale.config import parse_numbers
 from wdscale.jobs import check_study
 from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
 from wdscale.sweep import plan
-from wdscale.verdict import horizon_warnings
+from wdscale.verdict import horizon_warnings, sweep_horizon_warnings
 
 st.title("Train a study")
 st.caption("All runs at one width train as one batched ensemble. λ is torch's `weight_decay`: per-step decay η·λ.")
 
 LOG_GRID = [float(f"{m * 10 ** e:.3g}") for e in range(-5, 2) for m in (1, 2, 3, 5)]
-SPACING = {"×2": 2.0, "×√10": math.sqrt(10), "×10": 10.0, "×√2": math.sqrt(2)}
+# ×√2 first: the default grid (η₀/2 … 2η₀ at 5 points) keeps every default run >= 3 τ (tests/test_tour.py)
+SPACING = {"×√2": math.sqrt(2), "×2": 2.0, "×√10": math.sqrt(10), "×10": 10.0}
 
 
 parse_list = parse_numbers  # the CLI's parser: one implementation
+DEFAULTS = dict(widths="32,64,128", base_width=32, rules=["mup", "wd"], eta0=0.01, lam0=3.0, n_lr=5, steps=1000)
 
 
 def grid(center: float, n: int, factor: float) -> list[float]:
@@ -33,9 +35,11 @@ def grid(center: float, n: int, factor: float) -> list[float]:
 c1, c2, c3 = st.columns(3)
 with c1:
     model = st.radio("Model", ["synthetic", "transformer"], horizontal=True, key="t_model")
-    widths_txt = st.text_input("Widths d (comma list)", "64,128,256", key="t_widths")
-    base_width = st.number_input("Base (proxy) width d₀", min_value=1, value=64, step=1, key="t_base")
-    rules = st.multiselect("Rules", list(RULES), default=["mup", "wd"], key="t_rules",
+    # Defaults: a steady-state study (the horizon check is clean), near the demo's proxy optimum (0.008, 3)
+    widths_txt = st.text_input("Widths d (comma list)", DEFAULTS["widths"], key="t_widths")
+    base_width = st.number_input("Base (proxy) width d₀", min_value=1, value=DEFAULTS["base_width"], step=1,
+                                 key="t_base")
+    rules = st.multiselect("Rules", list(RULES), default=DEFAULTS["rules"], key="t_rules",
                            format_func=lambda r: f"{r}: {RULE_INFO[r]}")
     a = b = None
     if "custom" in rules:
@@ -43,18 +47,18 @@ with c1:
         a = ca.number_input("a (matrix η ∝ m^-a)", value=1.0, step=0.25, key="t_a")
         b = cb.number_input("b (matrix λ ∝ m^b)", value=0.5, step=0.25, key="t_b")
 with c2:
-    eta0 = st.select_slider("Proxy lr η₀ (log scale)", options=LOG_GRID, value=0.01, key="t_eta0",
+    eta0 = st.select_slider("Proxy lr η₀ (log scale)", options=LOG_GRID, value=DEFAULTS["eta0"], key="t_eta0",
                             format_func=lambda x: f"{x:g}")
-    n_lr = st.slider("LR grid points around η₀", 1, 9, 5, key="t_nlr")
+    n_lr = st.slider("LR grid points around η₀", 1, 9, DEFAULTS["n_lr"], key="t_nlr")
     sp_lr = st.selectbox("LR grid spacing", list(SPACING), key="t_splr")
     lrs_txt = st.text_input("…or an explicit LR list (overrides the grid)", "", key="t_lrs")
     lam0 = st.select_slider("Proxy weight decay λ₀ (torch weight_decay, log scale)", options=[0.0] + LOG_GRID,
-                            value=1.0, key="t_lam0", format_func=lambda x: f"{x:g}")
+                            value=DEFAULTS["lam0"], key="t_lam0", format_func=lambda x: f"{x:g}")
     n_wd = st.slider("λ grid points around λ₀", 1, 7, 1, key="t_nwd")
     wds_txt = st.text_input("…or an explicit λ list (overrides the grid)", "", key="t_wds")
 with c3:
     # No min_value: Streamlit would keep the last valid value (and train it) under a red outline; check below.
-    steps = st.number_input("Steps", value=1000, step=100, key="t_steps")
+    steps = st.number_input("Steps", value=DEFAULTS["steps"], step=100, key="t_steps")
     seeds_txt = st.text_input("Seeds (comma list)", "0", key="t_seeds")
     schedule = st.selectbox("LR schedule", ["constant", "warmup", "cosine", "exp_warmup"], key="t_sched")
     warmup = st.slider("Warmup (fraction of steps)", 0.0, 1.0, 0.0 if schedule == "constant" else 0.1, 0.05,
@@ -136,10 +140,20 @@ with st.expander("Resolved per-class settings (at η₀, λ₀) and horizon chec
                                         for k in ("lr η", "wd λ (torch)", "decay/step η·λ", "τ = 1/(ηλ) steps",
                                                   "steps/τ", "m", "readout ×")})
 
+grid_warnings = sweep_horizon_warnings(configs)  # every run of the grid, not only (η₀, λ₀)
+if grid_warnings:
+    st.warning("Horizon check: " + " ".join(grid_warnings), icon=":material/hourglass_empty:")
+else:
+    short = min(c.resolved().table(c.steps)["matrix"]["steps_over_tau"] for c in configs)
+    st.success(f"Horizon check: every run reaches ≥ 3 τ of its matrix class (shortest {short:.1f} τ): "
+               "steady-state evidence.", icon=":material/check_circle:")
+
 cached, todo = plan(configs, _ui.store())
 n_todo = sum(len(c) for c in todo)
 st.write(f"{len(cached)} of {len(configs)} runs are already in the store; {n_todo} to train "
          f"in {len(todo)} ensemble(s).")
+if n_todo:
+    _ui.eta_notice(configs, _ui.store(), device)
 if st.button("Train" if n_todo else "Show (all runs are in the store)", type="primary", key="t_go"):
     if n_todo:
         _ui.submit("train_job", configs, label=f"{model} {widths}", device=device)
