@@ -24,6 +24,7 @@ PLUGINS = {
     "bench": ("wdscale.bench", "measure speed on this machine (matmul peak, MFU, ensemble speedup)"),
     "validate": ("wdscale.validate", "reproduce the paper's claims with the tool itself"),
     "demo": ("wdscale.demo", "the Home page's steady-state demo, headless (proxy optimum, then transfer)"),
+    "study": ("wdscale.demo", "a preset transfer study: --preset lm (one-pass LM regime) or lm-epochs (multi-epoch)"),
     "inspect": ("wdscale.checkpoint", "σ_top of your own checkpoints, matched by name across widths"),
     "gallery": ("wdscale.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
 }

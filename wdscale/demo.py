@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .analysis import seed_mean, seed_mean_curves, width_exponents
+from .regimes import fitted_b, study_regime
 from .rules import RULE_INFO
 from .theory import implied_wd_exponent
 from .sweep import expand_grid, run_sweep
@@ -31,30 +32,22 @@ from .config import RunConfig
 from .train import TrainOptions
 from .verdict import compare_rules, transfer_verdict
 
-# One half-octave lr ladder for both phases, so a transfer lr that the proxy grid already has is the very same
-# float (the same run id: cached, not retrained).
-LADDER = tuple(round(1e-3 * 2 ** (k / 2), 7) for k in range(0, 24))  # 1e-3 .. 2.9
-DEMO = dict(
-    model="synthetic", base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), steps=1000, seeds=(0, 1),
-    # phase 1: seven half-octave lrs x three lams at d0 (every run >= 3 tau)
-    proxy_lrs=LADDER[4:11],  # 4e-3 .. 3.2e-2: the corner (4e-3, lam 1) is still 4 tau at 1000 steps
-    proxy_wds=(1.0, 3.0, 10.0),
-    # phase 2: lr = eta0 * 2^octave, on the ladder
-    lr_octaves=(-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5),
-)
+from .presets import LADDER, PRESETS  # noqa: E402  (re-exported: older code imports them from here)
+
+DEMO = PRESETS["synthetic"]
 
 
-def _steps(steps: int | None) -> int:
+def _steps(steps: int | None, spec: dict | None = None) -> int:
     import os
 
-    return int(steps or os.environ.get("WDSCALE_DEMO_STEPS", DEMO["steps"]))
+    return int(steps or os.environ.get("WDSCALE_DEMO_STEPS", (spec or DEMO)["steps"]))
 
 
 def proxy_configs(steps: int | None = None, spec: dict | None = None) -> list[RunConfig]:
     """Phase 1: the eta x lam grid at the proxy width (rule ``mup``: at m = 1 every mu-P rule is the same)."""
     d = spec or DEMO
     return expand_grid(d["model"], [d["base_width"]], d["base_width"], ["mup"], d["proxy_lrs"], d["proxy_wds"],
-                       _steps(steps), d["seeds"], data_seed=0)
+                       _steps(steps, d), d["seeds"], data_seed=0, **d.get("common", {}))
 
 
 def proxy_optimum(records: list[dict]) -> dict:
@@ -75,11 +68,17 @@ def proxy_optimum(records: list[dict]) -> dict:
             "eta_interior": bool(0 < i < len(lrs) - 1), "lam_interior": bool(0 < j < len(wds) - 1)}
 
 
-def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: dict | None = None) -> list[RunConfig]:
+def transfer_lrs(eta0: float, spec: dict | None = None) -> list[float]:
+    return [_on_ladder(eta0 * 2 ** o) for o in (spec or DEMO)["lr_octaves"]]
+
+
+def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: dict | None = None,
+                     widths=None, rules=None, **rule_kw) -> list[RunConfig]:
+    """Phase 2: the rules at (eta0 * 2^octave, lam0) at every width (or ``widths``; ``rules`` and the custom
+    exponents ``rule_kw`` = a, b for the fitted phase)."""
     d = spec or DEMO
-    lrs = [_on_ladder(eta0 * 2 ** o) for o in d["lr_octaves"]]
-    return expand_grid(d["model"], d["widths"], d["base_width"], d["rules"], lrs, [lam0], _steps(steps), d["seeds"],
-                       data_seed=0)
+    return expand_grid(d["model"], widths or d["widths"], d["base_width"], rules or d["rules"], transfer_lrs(eta0, d),
+                       [lam0], _steps(steps, d), d["seeds"], data_seed=0, **{**d.get("common", {}), **rule_kw})
 
 
 def _on_ladder(lr: float) -> float:
@@ -97,8 +96,24 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     if cancel is not None and cancel.is_set():
         return {"partial": True, "seconds": time.perf_counter() - t0}
     best = proxy_optimum(proxy)
-    recs = run_sweep(transfer_configs(best["eta0"], best["lam0"], steps, spec), store, **kw)
+    d = spec or DEMO
+    eta0, lam0 = best["eta0"], best["lam0"]
+    small = sorted(d["widths"])[:2]
+    # Phase 2 at the two smallest widths first: the fitted rule's alpha_hat is measured on them (mup at eta0).
+    recs = run_sweep(transfer_configs(eta0, lam0, steps, spec, widths=small), store, **kw)
+    fit = None
+    if d.get("fitted") and not (cancel is not None and cancel.is_set()):
+        fit = fitted_b(recs, eta0)
+    rest = [w for w in d["widths"] if w not in small]
+    todo = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
+    if fit is not None and fit["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles
+        todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=fit["b"]) + todo
+    if todo and not (cancel is not None and cancel.is_set()):
+        recs += run_sweep(todo, store, **kw)
     out = summarize(proxy, recs)
+    out["fitted"] = fit
+    out["preset"] = d.get("name")
+    out["regime"] = study_regime(recs, eta0=eta0, name=out["preset"] or "", regime=d.get("regime", ""))
     out["reading"] = plain_reading(out)
     out["seconds"] = time.perf_counter() - t0
     out["partial"] = bool(cancel is not None and cancel.is_set())
@@ -136,9 +151,12 @@ def summarize(proxy: list[dict], recs: list[dict]) -> dict:
             "top_sv_exponent_per_matrix": sv.get(v["rule"], {}).get("per_matrix"),
             "top_sv_fit": sv.get(v["rule"], {}).get("fit"),
             "optima": {w: o["x_opt"] for w, o in v["optima"].items()},
+            # S = sum_t eta_t*lam of the matrix class at each width's optimal lr: the steady-state gate
+            "S_at_optimum": {w: o.get("steps_over_tau") for w, o in v["optima"].items()},
             "best_loss": {w: o["best_loss"] for w, o in v["optima"].items()},
             "on_edge": [w for w, o in v["optima"].items() if o["method"] in ("edge", "none")],
             "max_regret": v["max_regret"], "info": RULE_INFO[v["rule"]],
+            "b": next((x.get("b") for x in recs if x["rule"] == v["rule"]), None),
         }
     c = cmp[0] if cmp else {}
     alphas = [s["alpha"] for s in sv.values() if s.get("alpha") is not None and math.isfinite(s["alpha"])]
@@ -147,6 +165,8 @@ def summarize(proxy: list[dict], recs: list[dict]) -> dict:
         "proxy": best, "base_width": recs[0]["base_width"] if recs else None,
         "widths": sorted({r["width"] for r in recs}), "steps": recs[0]["steps"] if recs else None,
         "min_steps_over_tau": min(t for t in taus if t is not None) if any(t is not None for t in taus) else None,
+        "min_S_at_optima": min((v["min_steps_over_tau"] for v in verdicts if v["min_steps_over_tau"] is not None),
+                               default=None),
         "runs": [_run_row(r) for r in recs], "n_proxy_runs": len(proxy), "rules": rules,
         "best_rule": c.get("best_rule"), "conclusive": c.get("conclusive", False), "ranking": c.get("ranking", []),
         "sentence": c.get("sentence", "no verdict: too few widths or lrs"),
@@ -175,6 +195,11 @@ def plain_reading(s: dict) -> str:
         parts.append(f"Scaling λ with width flattens σ_top as the argument says (σ_top ∝ d^{sv['mup']:+.2f} / "
                      f"d^{sv['wd']:+.2f} / d^{sv['indep']:+.2f} under mup / wd / indep).")
     best = s.get("best_rule")
+    if best == "fitted":
+        f = r["fitted"]
+        parts.append(f"The fitted rule (λ ∝ d^{f.get('b', float('nan')):.2f}, from this study's own α̂) transfers "
+                     f"best here (drift {f['drift']:+.2f}).")
+        best = min(("mup", "wd", "indep"), key=lambda k: abs(d[k]))
     if best == "wd":
         parts.append("The paper's λ ∝ √d transfers best here.")
     elif best == "indep":
@@ -216,10 +241,18 @@ def format_summary(s: dict) -> str:
     lines = [f"proxy d0={s['base_width']}: eta0={p['eta0']:.3g}, lam0={p['lam0']:g} (loss {p['loss']:.4f}; "
              f"interior in eta: {yes[p['eta_interior']]}, in lam: {yes[p['lam_interior']]})",
              f"widths {s['widths']}, {s['steps']} steps, every run >= {s['min_steps_over_tau']:.1f} tau "
-             f"(tau = 1/(eta*lam), torch AdamW's per-step decay is eta*lam)",
+             f"(S = sum_t eta_t*lam; tau = 1/(eta*lam), torch AdamW's per-step decay is eta*lam)",
              f"{'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  "
              "optimal eta0"]
     lines += rule_rows(s["rules"])
+    if s.get("min_S_at_optima") is not None:
+        lines.append("S = sum_t eta_t*lam at each optimum (steady-state gate >= 3, at the optima): " + "; ".join(
+            f"{k} " + ", ".join(f"{w}: {v:.2g}" for w, v in r["S_at_optimum"].items() if v is not None)
+            for k, r in s["rules"].items()))
+    if s.get("fitted"):
+        f = s["fitted"]
+        lines.append(f"fitted rule: alpha_hat = {f['alpha_hat']:.2f} from widths {f['widths']} under mup at eta0, "
+                     f"so b = 2 alpha_hat - 1 = {f['b']:+.2f} (lam ~ d^b)")
     lines.append(s["sentence"])
     if s.get("reading"):
         lines.append(s["reading"])
@@ -232,8 +265,15 @@ def format_summary(s: dict) -> str:
 
 # -- CLI plugin: ``wdscale demo`` -----------------------------------------------------------------------------
 def configure(p) -> None:
+    from .presets import PRESETS
+
     p.description = ("The Home page's demo, headless: the proxy's eta x lam optimum at d0, then a steady-state "
-                     "transfer study (mup, wd, indep) at 3 widths, into the store (cached like every sweep).")
+                     "transfer study (mup, wd, indep, and the fitted rule) at 3 widths, into the store (cached like "
+                     "every sweep).  --preset lm / lm-epochs runs the Transformer study of each regime.")
+    p.add_argument("--preset", default="lm" if p.prog.split()[-1] == "study" else "synthetic", choices=list(PRESETS),
+                   help="synthetic (the demo, ~1 min), lm (one-pass LM regime, ~15-25 min on 2 cores), "
+                        "lm-epochs (the same model on 100 kB revisited ~10 epochs)")
+    p.add_argument("--seeds", default=None, help="comma list of init seeds (default: the preset's)")
     p.add_argument("--out", default=None, help="data dir (default $WDSCALE_DATA or ./runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
@@ -248,10 +288,19 @@ def run(args) -> int:
     from .store import RunStore, _clean
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    from .config import parse_numbers
+    from .presets import get
+
+    spec = dict(get(args.preset))
+    if args.seeds is not None:
+        seeds = parse_numbers(args.seeds, int)
+        if not seeds or any(x < 0 for x in seeds):
+            raise ValueError(f"--seeds must be a comma list of integers >= 0, got {args.seeds!r}")
+        spec["seeds"] = tuple(seeds)
     store = RunStore(args.out)
     bar = _bar()  # stderr: the JSON on stdout stays clean
     try:
-        s = run_demo(store, TrainOptions(device=args.device), on_event=bar)
+        s = run_demo(store, TrainOptions(device=args.device), on_event=bar, spec=spec)
     finally:
         bar.close()
     if args.json:

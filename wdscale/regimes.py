@@ -1,0 +1,188 @@
+"""The regime decides the rule: per-study numbers for the LM and the multi-epoch regimes, side by side.
+
+Fan et al. (arXiv 2510.15262) derive lam ~ sqrt(d) from sigma_top ~ sqrt(eta/lam) d^0.75 in LLaMA-style LM
+pretraining (about one pass, lr decay).  Wang & Aitchison (arXiv 2405.13698) find that over many epochs of a finite
+set the best AdamW timescale tau = 1/(eta lam), counted in epochs, stays fixed: lam ~ d under mu-P's eta ~ 1/d.
+This module measures, per study:
+
+* alpha per matrix class (attention q/k/v/o, MLP gate/up/down; the synthetic core's W1/W2) with a bootstrap CI:
+  sigma_top / sqrt(eta/lam) against width, every rule's runs at eta0 pooled (the model sigma_top ~ sqrt(eta/lam)
+  d^alpha holds the rule's own lr and wd scaling out), and the lam exponent 2 alpha - 1 that holds sigma_top flat;
+* the drift per rule with its CI and the best rule (``verdict.transfer_verdict`` / ``compare_rules``);
+* S = sum_t eta_t lam and tau in epochs (tau = 1/(eta_peak lam) steps, in passes over the training bytes) at each
+  rule's optimum;
+* the ``fitted`` rule: b = 2 alpha_hat - 1 from the study's two smallest widths under mup at eta0, and how it did.
+
+Inputs are store records (``RunStore.records()``); nothing here trains.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from .analysis import fit_power_law, matrix_top_sv, width_exponents
+
+# Matrix classes by parameter name: the Transformer's l{i}_{wq,wk,wv,wo,w1,w3,w2}; the synthetic core's w1/w2.
+CLASS_OF = {"wq": "attn q", "wk": "attn k", "wv": "attn v", "wo": "attn o", "w1": "mlp gate", "w3": "mlp up",
+            "w2": "mlp down"}
+_NAME = re.compile(r"^(?:l|h|b)?\d*_?(wq|wk|wv|wo|w1|w3|w2)$")
+
+
+def matrix_class(name: str, model: str = "transformer") -> str | None:
+    """'l0_wq' -> 'attn q'; the synthetic core's 'b0_w1' -> 'W1' (it has no attention)."""
+    m = _NAME.match(name.split(".")[-1])
+    if not m:
+        return None
+    if model == "synthetic":
+        return {"w1": "W1", "w2": "W2"}.get(m.group(1))
+    return CLASS_OF[m.group(1)]
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
+def fitted_b(records: list[dict], eta0: float, n_boot: int = 300) -> dict | None:
+    """The fitted rule's wd exponent b = 2 alpha_hat - 1, alpha_hat from the two smallest widths under mup at eta0.
+
+    Under mup (eta ~ 1/m, lam fixed) sigma_top ~ sqrt(eta/lam) d^alpha ~ d^(alpha - 1/2), so alpha_hat is the
+    measured width exponent + 1/2 (``analysis.width_exponents``, sigma_top the geometric mean over the hidden
+    matrices, seeds pooled).  b is rounded to 0.01 so the phase's run ids are stable.  None without both widths."""
+    mup = [r for r in records if r["rule"] == "mup" and _close(r["lr"], eta0) and not r.get("diverged")]
+    widths = sorted({r["width"] for r in mup})[:2]
+    if len(widths) < 2:
+        return None
+    fits = width_exponents([r for r in mup if r["width"] in widths], n_boot=n_boot)
+    if not fits or not math.isfinite(fits[0]["alpha"]):
+        return None
+    f = fits[0]
+    alpha = f["alpha"]
+    return {"alpha_hat": alpha, "alpha_ci": [f["ci_low"] + 0.5, f["ci_high"] + 0.5], "widths": widths,
+            "b": round(2 * alpha - 1, 2), "eta0": eta0}
+
+
+def alpha_per_class(records: list[dict], eta0: float, model: str = "transformer", n_boot: int = 400) -> dict:
+    """class -> {alpha, ci, implied_lambda_exponent, n}: sigma_top / sqrt(eta_mat / lam_mat) against width, over
+    every (non-fitted) rule's runs at eta0 and every matrix of the class (layers pooled, geometric mean)."""
+    sel = [r for r in records if _close(r["lr"], eta0) and not r.get("diverged") and r.get("matrix_wd")]
+    names = defaultdict(list)
+    for r in sel[:1]:
+        for n, c in r["param_class"].items():
+            k = matrix_class(n, model) if c == "matrix" else None
+            if k:
+                names[k].append(n)
+    out = {}
+    for k, ns in names.items():
+        xs, ys = [], []
+        for r in sel:
+            sv = matrix_top_sv(r, ns)
+            if sv:
+                xs.append(r["width"])
+                ys.append(sv / math.sqrt(r["matrix_lr"] / r["matrix_wd"]))
+        f = fit_power_law(xs, ys, n_boot=n_boot)
+        out[k] = {"alpha": f["exponent"], "ci": [f["ci_low"], f["ci_high"]], "n": f["n"],
+                  "implied_lambda_exponent": 2 * f["exponent"] - 1 if math.isfinite(f["exponent"]) else None}
+    return out
+
+
+def tau_epochs(rec: dict, lr: float, bytes_per_step: int, train_bytes: int | None) -> float | None:
+    """tau = 1/(eta lam) of the matrix class at peak lr ``lr`` (the rule's knob), in passes over the training bytes."""
+    if not bytes_per_step or not train_bytes or not rec.get("matrix_wd"):
+        return None
+    scale = rec["matrix_lr"] / rec["lr"]  # the rule's lr multiplier at this width
+    return (1.0 / (lr * scale * rec["matrix_wd"])) * bytes_per_step / train_bytes
+
+
+def study_regime(records: list[dict], eta0: float | None = None, name: str = "", regime: str = "",
+                 train_bytes: int | None = None) -> dict:
+    """One study's regime numbers (see the module docstring).  ``eta0`` defaults to the proxy's optimum."""
+    from .verdict import compare_rules, transfer_verdict
+
+    recs = [r for r in records if r.get("status", "done") == "done"]
+    if not recs:
+        return {"name": name, "regime": regime, "empty": True}
+    model = recs[0]["model"]
+    base = min(r["base_width"] for r in recs)
+    lam0s = defaultdict(int)
+    for r in recs:
+        if r["rule"] != "mup" or r["width"] != base:
+            lam0s[r["wd"]] += 1
+    lam0 = max(lam0s, key=lam0s.get) if lam0s else None
+    study = [r for r in recs if lam0 is None or _close(r["wd"], lam0)]
+    verdicts = [v for v in transfer_verdict(study, "lr") if len(v["widths"]) >= 2]
+    cmp = compare_rules(verdicts)
+    if eta0 is None:
+        px = [v for v in verdicts if v["rule"] == "mup"]
+        eta0 = px[0]["proxy_x_opt"] if px else None
+    bps = _bytes_per_step(recs[0])
+    tb = train_bytes or recs[0].get("train_bytes") or _corpus_train_bytes(recs[0])
+    rules = {}
+    for v in verdicts:
+        at_opt = {}
+        for w, o in v["optima"].items():
+            rs = [r for r in study if r["rule"] == v["rule"] and r["width"] == w]
+            te = None
+            if o["x_opt"] and rs:
+                te = tau_epochs(rs[0], o["x_opt"], bps, tb)
+            at_opt[w] = {"lr": o["x_opt"], "S": o.get("steps_over_tau"), "tau_epochs": te}
+        rules[v["rule"]] = {"drift": v["drift"], "drift_ci": v["drift_ci"], "verdict": v["verdict"],
+                            "at_optimum": at_opt, "on_edge": [w for w, o in v["optima"].items()
+                                                              if o["method"] in ("edge", "none")],
+                            "b": next((r.get("b") for r in study if r["rule"] == v["rule"]), None)}
+    c = cmp[0] if cmp else {}
+    named = {k: r for k, r in rules.items() if k != "fitted"}
+    best_named = min(named, key=lambda k: abs(named[k]["drift"]) if math.isfinite(named[k]["drift"]) else math.inf,
+                     default=None)
+    alphas = alpha_per_class([r for r in study if r["rule"] != "fitted"], eta0, model) if eta0 else {}
+    return {"name": name, "regime": regime, "model": model, "base_width": base, "lam0": lam0, "eta0": eta0,
+            "widths": sorted({r["width"] for r in study}), "seeds": sorted({r["seed"] for r in study}),
+            "n_runs": len(recs), "steps": recs[0]["steps"], "epochs": (bps * recs[0]["steps"] / tb) if bps and tb
+            else None, "alpha": alphas, "rules": rules, "best_rule": c.get("best_rule"),
+            "best_named_rule": best_named, "conclusive": c.get("conclusive", False),
+            "sentence": c.get("sentence", ""), "fitted": _fitted_result(rules, best_named),
+            "min_S_at_optima": min((a["S"] for r in rules.values() for a in r["at_optimum"].values()
+                                    if a["S"] is not None), default=None),
+            "all_interior": all(not r["on_edge"] for r in rules.values()) if rules else False}
+
+
+def _fitted_result(rules: dict, best_named: str | None) -> dict | None:
+    f = rules.get("fitted")
+    if f is None or best_named is None:
+        return None
+    bn = rules[best_named]
+    d_f, d_b = abs(f["drift"]), abs(bn["drift"])
+    lo_f, hi_f = f["drift_ci"]
+    lo_b, hi_b = bn["drift_ci"]
+    overlap = all(math.isfinite(x) for x in (lo_f, hi_f, lo_b, hi_b)) and not (hi_f < lo_b or hi_b < lo_f)
+    return {"b": f.get("b"), "drift": f["drift"], "drift_ci": f["drift_ci"], "best_named": best_named,
+            "at_least_as_good": bool(d_f <= d_b or overlap), "ci_overlap": bool(overlap)}
+
+
+def _bytes_per_step(rec: dict) -> int:
+    if rec.get("model") != "transformer":
+        return 0
+    return int(rec.get("batch_size") or 16) * (int(rec.get("seq_len") or 128) + 1)
+
+
+def _corpus_train_bytes(rec: dict) -> int | None:
+    if rec.get("model") != "transformer":
+        return None
+    try:
+        from .data import load_corpus, split
+
+        return len(split(load_corpus(rec.get("corpus") or "stdlib"))[0])
+    except (OSError, ValueError):
+        return None
+
+
+def regime_sentence(a: dict, b: dict) -> str:
+    """One plain sentence with the numbers: which rule transfers best in each regime."""
+    def part(s):
+        r = s["rules"].get(s["best_named_rule"] or "", {})
+        alpha = np.nanmean([v["alpha"] for v in s["alpha"].values()]) if s["alpha"] else float("nan")
+        return (f"{s['regime'] or s['name']}: best named rule {s['best_named_rule']} (drift {r.get('drift', math.nan):+.2f}"
+                f" oct/doubling), mean alpha {alpha:.2f} (lam ~ d^{2 * alpha - 1:.2f} holds sigma_top flat)")
+    return part(a) + "; " + part(b) + "."
