@@ -79,7 +79,7 @@ with tab_ck:
             base = None if base_name == "the narrowest" else names.index(base_name)
             rep = {"checkpoints": sums}
             if len(sums) >= 2:
-                rep.update(ck.compare(sums, base=base, rule=rule, tol=tol / 100))
+                rep.update(ck.compare(sums, base=base, rule=rule, tol=tol / 100, overrides=dict(overrides)))
             else:
                 rep.update(ratios={}, classes={}, matched={}, widths=[sums[0]["width"]], tol=tol / 100,
                            verdict="one checkpoint: add a second width to compare σ_top")

@@ -15,8 +15,11 @@ def test_rules_json_contract():
     assert p.returncode == 0, p.stderr
     t = json.loads(p.stdout)
     assert t["matrix"]["lr"] == pytest.approx(2.5e-3) and t["matrix"]["wd"] == pytest.approx(0.2)
-    assert t["vector"] == {"lr": 0.01, "wd": 0.0, "decay_per_step": 0.0, "tau": None}
+    assert t["vector"] == {"lr": 0.01, "wd": 0.0, "init_std": None, "mult": 1.0, "decay_per_step": 0.0, "tau": None}
     assert t["matrix"]["decay_per_step"] == pytest.approx(5e-4)
+    # the rest of the parametrization: init std (x 1/sqrt(fan_in)), forward multipliers, attention scale
+    assert t["readout"]["mult"] == 0.25 and t["matrix"]["mult"] == 1.0 and t["matrix"]["init_std"] == 1.0
+    assert t["attention"] == {"head_dim": 32, "scale": pytest.approx(32 ** -0.5)}
 
 
 def test_rules_table_shows_decay_and_warns_short_horizon():
@@ -24,6 +27,7 @@ def test_rules_table_shows_decay_and_warns_short_horizon():
                 "--steps", "1000")
     assert p.returncode == 0
     assert "lr*wd" in p.stdout and "tau" in p.stdout and "not yet steady state" in p.stdout
+    assert "init std" in p.stdout and "forward x" in p.stdout and "attention logits" in p.stdout
 
 
 BAD = [["--widths", "-64"], ["--widths", "abc"], ["--widths", "64.5"], ["--lrs", "0"], ["--lrs", "nan"],

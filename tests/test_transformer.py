@@ -7,7 +7,9 @@ import torch
 from wdscale import transformer
 from wdscale.store import RunStore
 from wdscale.train import RunConfig, TrainOptions, train_ensemble
-from wdscale.transformer import Transformer, apply_rope, flops_per_step, rope_tables
+from wdscale.ensemble import EnsembleAdamW, elinear, rms_norm
+from wdscale.rules import resolve
+from wdscale.transformer import Transformer, TransformerConfig, apply_rope, flops_per_step, rope_tables
 
 TINY = dict(model="transformer", width=32, base_width=32, rule="mup", lr=1e-2, wd=0.1, steps=3, seq_len=16,
             head_dim=16, batch_size=4, depth=2)
@@ -46,7 +48,7 @@ def test_rope_scores_depend_on_relative_position_only():
 
 
 def test_causal_future_tokens_do_not_change_past_logits():
-    m = Transformer(2, 32, depth=2, head_dim=16, seq_len=24)
+    m = Transformer(2, TransformerConfig(32, depth=2, head_dim=16, seq_len=24))
     for i, rule in enumerate(("sp", "mup")):
         m.init_member(i, i, cfg(rule=rule, width=32).resolved())
     idx = torch.randint(0, 256, (3, 24), generator=torch.Generator().manual_seed(1))
@@ -63,7 +65,7 @@ def test_shapes_params_and_mup_scales():
     m, data = transformer.build(c, 2, torch.device("cpu"))
     m.init_member(0, 0, cfg(width=64, base_width=16, rule="sp").resolved())
     m.init_member(1, 0, c.resolved())
-    assert m.n_heads == 4 and m.hidden % 8 == 0 and m.hidden >= 8 * 64 / 3
+    assert m.cfg.n_heads == 4 and m.cfg.hidden % 8 == 0 and m.cfg.hidden >= 8 * 64 / 3
     assert m.attn_scale.tolist() == pytest.approx([1 / 4, 1 / 4])  # 1/sqrt(hd) for every rule: hd is fixed
     assert m.readout_mult.tolist() == pytest.approx([1.0, 0.25])
     assert m.param_class["emb"] == "embedding" and m.param_class["readout"] == "readout"
@@ -81,7 +83,7 @@ def test_shapes_params_and_mup_scales():
 
 def test_sp_and_mup_are_the_same_model_at_the_base_width():
     # m = 1: same init (same seed), readout multiplier 1, and one attention scale for every rule
-    m = Transformer(3, 32, depth=2, head_dim=16, seq_len=16)
+    m = Transformer(3, TransformerConfig(32, depth=2, head_dim=16, seq_len=16))
     for i, rule in enumerate(("sp", "mup", "wd")):
         m.init_member(i, 7, cfg(rule=rule, width=32, base_width=32).resolved())
     batch = torch.randint(0, 256, (3, 17), generator=torch.Generator().manual_seed(2))
@@ -90,7 +92,7 @@ def test_sp_and_mup_are_the_same_model_at_the_base_width():
     assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
     assert loss[0] == loss[1] == loss[2]
     # and at m > 1 they do differ (readout multiplier 1/m under mu-P only)
-    m2 = Transformer(2, 64, depth=1, head_dim=16, seq_len=16)
+    m2 = Transformer(2, TransformerConfig(64, depth=1, head_dim=16, seq_len=16))
     for i, rule in enumerate(("sp", "mup")):
         m2.init_member(i, 7, cfg(rule=rule, width=64, base_width=32).resolved())
     assert m2.attn_scale.tolist() == [0.25, 0.25]
@@ -104,7 +106,7 @@ def test_readout_init_is_sp_at_every_width_with_a_1_over_m_multiplier():
     times 1/m in the forward, so the initial logits shrink like 1/m (MuReadout: 1/sqrt(m))."""
     rms = {}
     for d in (32, 128):
-        m = Transformer(1, d, depth=1, head_dim=16, seq_len=16)
+        m = Transformer(1, TransformerConfig(d, depth=1, head_dim=16, seq_len=16))
         m.init_member(0, 0, cfg(rule="mup", width=d, base_width=32).resolved())
         w = m.readout[0].detach()
         assert float(w.std()) == pytest.approx(1 / math.sqrt(d), rel=0.05)  # fan-in d, not d0 = 32
@@ -217,7 +219,7 @@ def test_device_selection_errors(monkeypatch):
 
 
 def test_bf16_autocast_on_cpu_dtypes_and_finite_loss():
-    m = Transformer(2, 32, depth=2, head_dim=16, seq_len=16)
+    m = Transformer(2, TransformerConfig(32, depth=2, head_dim=16, seq_len=16))
     for i, rule in enumerate(("sp", "mup")):
         m.init_member(i, i, cfg(rule=rule).resolved())
     batch = torch.randint(0, 256, (4, 17), generator=torch.Generator().manual_seed(4))
@@ -245,3 +247,83 @@ def test_amp_training_on_cpu_matches_fp32_loosely():
     assert all(w.dtype == torch.float32 for w in bf16["weights"].values())
     assert bf16["train_loss"][0] == pytest.approx(fp32["train_loss"][0], rel=2e-2)
     assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], rel=5e-2)
+
+
+# -- the module rewrite keeps the maths: a frozen copy of the model before it (commit fccaae4) ------------------------
+def _old_init(m, i, seed, res):
+    """EnsembleModule.init_member before Resolved carried the init: gains kept, embedding N(0, 1), rest 1/fan_in."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            cls = m.param_class[name]
+            std = None if cls == "vector" else 1.0 if cls == "embedding" else 1.0 / math.sqrt(p.shape[-1])
+            if std is not None:
+                p[i].copy_(torch.randn(p.shape[1:], generator=g) * std)
+        m.readout_mult[i] = res.readout_mult
+
+
+def _old_forward(m, idx):
+    """Transformer.forward before the module rewrite, verbatim but for reading weights by their public names."""
+    P = dict(m.named_parameters())
+    E, (B, T) = m.E, idx.shape
+    d, hd = m.width, m.cfg.head_dim
+    H, f = m.cfg.n_heads, m.cfg.hidden
+    flat_idx = idx[None] + (torch.arange(E, device=idx.device) * m.cfg.vocab)[:, None, None]
+    h = torch.nn.functional.embedding(flat_idx, P["emb"].reshape(E * m.cfg.vocab, d))
+    cos, sin = rope_tables(T, hd)
+    scale = torch.full((E,), 1.0 / math.sqrt(hd)).view(E, 1, 1, 1, 1)
+    for i in range(m.cfg.depth):
+        p = lambda n: P[f"l{i}_{n}"]  # noqa: E731
+        x = rms_norm(h, p("norm1"))
+        qkv = elinear(x, torch.cat((p("wq"), p("wk"), p("wv")), dim=1))
+        qk, v = qkv.split((2 * d, d), dim=-1)
+        q, k = apply_rope(qk.reshape(E, B, T, 2 * H, hd), cos, sin).split(H, dim=-2)
+        q = (q * scale.to(q.dtype)).reshape(E * B, T, H, hd).transpose(1, 2)
+        k = k.reshape(E * B, T, H, hd).transpose(1, 2)
+        v = v.reshape(E * B, T, H, hd).transpose(1, 2)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+        a = a.transpose(1, 2).reshape(E, B, T, d)
+        h = h + elinear(a, p("wo"))
+        x = rms_norm(h, p("norm2"))
+        gate, up = elinear(x, torch.cat((p("w1"), p("w3")), dim=1)).split(f, dim=-1)
+        h = h + elinear(torch.nn.functional.silu(gate) * up, p("w2"))
+    z = elinear(rms_norm(h, P["norm_out"]), P["readout"])
+    return z * m.readout_mult.view(E, 1, 1, 1).to(z.dtype)
+
+
+def _old_loss(m, batch):
+    logits = _old_forward(m, batch[:, :-1])
+    tgt = batch[:, 1:].reshape(1, -1).expand(m.E, -1).reshape(-1)
+    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt, reduction="none")
+    return ce.view(m.E, -1).mean(1)
+
+
+OLD_NEW_TOL = 1e-6  # relative; measured: 0 (the same ops in the same order, bit for bit)
+
+
+def test_modules_give_the_old_models_losses_under_sp_and_mup_groups():
+    """Same seed, same batches, 4 AdamW steps with each member's own groups (sp and mup at m = 2): the module-built
+    model's losses equal the old single-loop forward's, and its init the old init."""
+    cfg = TransformerConfig(64, depth=2, head_dim=16, seq_len=16)
+    res = [resolve("sp", 64, 32, 1e-2, 0.1), resolve("mup", 64, 32, 1e-2, 0.1)]
+    new, old = Transformer(2, cfg), Transformer(2, cfg)
+    for i, r in enumerate(res):
+        new.init_member(i, 5 + i, r)
+        _old_init(old, i, 5 + i, r)
+    for (n, a), b in zip(new.named_parameters(), old.parameters()):
+        assert torch.equal(a, b), n
+    g = torch.Generator().manual_seed(6)
+    batches = [torch.randint(0, 256, (4, 17), generator=g) for _ in range(4)]
+    losses = {"new": [], "old": []}
+    for key, m, loss_fn in (("new", new, Transformer.loss), ("old", old, _old_loss)):
+        opt = EnsembleAdamW(m, res)
+        for batch in batches:
+            loss = loss_fn(m, batch)
+            losses[key].append(loss.detach())
+            loss.sum().backward()
+            opt.step(torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.bool))
+            opt.zero_grad()
+    new_l, old_l = torch.stack(losses["new"]), torch.stack(losses["old"])
+    assert not torch.equal(new_l[:, 0], new_l[:, 1])  # the two rules' members really differ
+    worst = float(((new_l - old_l).abs() / old_l.abs()).max())
+    assert worst <= OLD_NEW_TOL, worst

@@ -28,13 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .rules import CLASSES, classify, rule_exponents
+from .rules import CLASSES, classify_tensor, rule_exponents
 from .theory import implied_wd_exponent
 
-# Names the generic classifier cannot know from a state dict alone (no module types there).  User overrides
-# come first; these only fill in for common checkpoint layouts.  GPT-2's wpe is a position embedding: its fan-in
-# is the context length, not the width, so it is vector-like (class embedding), like wte.
-CHECKPOINT_OVERRIDES = {r"(^|\.)(wpe|pos_emb\w*|position_embeddings?|embed_positions)(\.|$)": "embedding"}
 # Keys under which training scripts nest the model's state dict (nanoGPT: "model"; Lightning: "state_dict").
 NEST_KEYS = ("model", "state_dict", "model_state_dict", "module", "net", "network", "params", "weights", "ema")
 # Prefixes that torch.compile and DDP add to every name; stripped so compiled and plain runs match by name.
@@ -230,17 +226,10 @@ def krylov_top_sv(W: torch.Tensor, V0: torch.Tensor, max_steps: int = 40, tol: f
 # ---------------------------------------------------------------------------------------------
 # One checkpoint
 # ---------------------------------------------------------------------------------------------
-def class_of(name: str, t: torch.Tensor, overrides: dict | None = None) -> str:
-    """The param_groups class: user overrides (name or regex), then CHECKPOINT_OVERRIDES, then rules.classify."""
-    if t.ndim < 2:
-        return "vector"
-    for table in (overrides or {}, CHECKPOINT_OVERRIDES):
-        for pat, c in table.items():
-            if pat == name or re.search(pat, name):
-                if c not in CLASSES:
-                    raise ValueError(f"unknown class {c!r} for {name}; choose from {', '.join(CLASSES)}")
-                return c
-    return classify(name, t)
+def class_of(name: str, t: torch.Tensor, width: int, overrides: dict | None = None) -> str:
+    """The param_groups class of one tensor (``rules.classify_tensor``): which dims scale with ``width``; a state
+    dict has no module types, so where an embedding table and a readout look alike, the name decides."""
+    return "vector" if t.ndim < 2 else classify_tensor(name, t.shape, width, overrides=overrides)
 
 
 def _is_buffer(name: str, t: torch.Tensor) -> bool:
@@ -273,6 +262,8 @@ def summarize(sd: dict, path: str = "", width: int | None = None, overrides: dic
 
     Tensors that share storage (a tied embedding/readout) are measured once and marked ``tied_to``."""
     t0 = time.perf_counter()
+    if width is None:
+        width = infer_width(sd)
     matrices, vectors, skipped, seen = {}, {}, [], {}
     for name, t in sd.items():
         if _is_buffer(name, t) or t.numel() == 0:
@@ -284,7 +275,7 @@ def summarize(sd: dict, path: str = "", width: int | None = None, overrides: dic
                              "rms": float(x.norm() / math.sqrt(max(x.numel(), 1)))}
             continue
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-        row = {"shape": list(t.shape), "class": class_of(name, t, overrides), "layer": layer_of(name)}
+        row = {"shape": list(t.shape), "class": class_of(name, t, width, overrides), "layer": layer_of(name)}
         if key in seen and key[0] != 0:
             src = matrices[seen[key]]
             row.update(top_sv=src["top_sv"], fro=src["fro"], stable_rank=src["stable_rank"], tied_to=seen[key])
@@ -294,8 +285,6 @@ def summarize(sd: dict, path: str = "", width: int | None = None, overrides: dic
             s, fro = top_sv(W, **sv_kw), float(torch.linalg.vector_norm(W))
             row.update(top_sv=s, fro=fro, stable_rank=(fro * fro / (s * s)) if s > 0 else None)
         matrices[name] = row
-    if width is None:
-        width = infer_width(sd)
     return {"path": path, "width": int(width), "matrices": matrices, "vectors": vectors, "skipped": skipped,
             "seconds": time.perf_counter() - t0}
 
@@ -324,11 +313,12 @@ def lam_exponent(alpha: float, cls: str, rule: str = "mup", a: float | None = No
 
 
 def compare(summaries: list[dict], base: int | None = None, rule: str = "mup", a: float | None = None,
-            b: float | None = None, tol: float = 0.10) -> dict:
+            b: float | None = None, tol: float = 0.10, overrides: dict | None = None) -> dict:
     """Match matrices by name; target/proxy σ_top ratio, fitted α per matrix and class, λ exponent, verdict.
 
     The proxy is ``summaries[base]`` (default: the narrowest), the target the widest of the others.  ``tol``: the relative
-    σ_top change that still counts as matched."""
+    σ_top change that still counts as matched.  With two widths, a matrix's class is read again from which of its
+    dims differ between proxy and target (as microsoft/mup's set_base_shapes), in every checkpoint's row."""
     widths = [s["width"] for s in summaries]
     if base is None:
         base = min(range(len(widths)), key=lambda i: widths[i])
@@ -338,6 +328,10 @@ def compare(summaries: list[dict], base: int | None = None, rule: str = "mup", a
     matched, ratios = {}, {}
     for n in names:
         rows = [s["matrices"][n] for s in summaries]
+        if widths[target] != widths[base]:
+            cls = classify_tensor(n, rows[target]["shape"], widths[target], rows[base]["shape"], overrides)
+            for r in rows:
+                r["class"] = cls
         svs = [r["top_sv"] for r in rows]
         ok = svs[base] > 0
         r = svs[target] / svs[base] if ok else None
@@ -418,7 +412,7 @@ def inspect(sources: list, base=None, widths: list[int] | None = None, overrides
         del sd
     out = {"checkpoints": sums}
     if len(sums) >= 2:
-        c = compare(sums, bi, rule, a, b, tol)
+        c = compare(sums, bi, rule, a, b, tol, overrides)
         out.update(c)
     else:
         out.update(ratios={}, classes={}, matched={}, rule=rule, tol=tol, widths=[sums[0]["width"]],

@@ -16,7 +16,7 @@ import traceback
 
 from . import __version__
 from .config import parse_numbers
-from .rules import RULES, format_table, resolve
+from .rules import RULES, format_table, resolve, rule_json
 
 # Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
 PLUGINS = {
@@ -132,11 +132,12 @@ def configs_from_args(args) -> list:
 
 def cmd_rules(args) -> int:
     res = resolve(args.rule, args.width, args.base_width, args.lr, args.wd, args.a, args.b)
+    if args.head_dim <= 0:
+        raise UsageError(f"--head-dim must be a positive integer, got {args.head_dim}")
     if args.json:
-        t = res.table(args.steps)
-        print(json.dumps({c: {**r, "tau": None if math.isinf(r["tau"]) else r["tau"]} for c, r in t.items()}))
+        print(json.dumps(rule_json(res, args.steps, args.head_dim)))
     else:
-        print(format_table(res, args.steps))
+        print(format_table(res, args.steps, args.head_dim))
         from .verdict import horizon_warnings
 
         for w in horizon_warnings(res, args.steps):
@@ -315,6 +316,7 @@ def build_parser() -> Parser:
     r.add_argument("-b", type=_finite, default=None)
     r.add_argument("--steps", type=int, default=None, help="planned steps: adds steps/tau and horizon warnings")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--head-dim", type=int, default=32, help="attention head dim, for the logit scale")
     r.set_defaults(func=cmd_rules)
 
     s = sub.add_parser("sweep", help="train a grid (one ensemble per width) into the store")

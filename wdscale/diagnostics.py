@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from .ensemble import activations
 from .rules import resolve
 
 
@@ -31,16 +32,15 @@ def config_from_record(rec: dict):
     return RunConfig(**{k: rec[k] for k in names if k in rec})
 
 
-def _forward_capture(model, data) -> dict:
-    cap: dict = {}
-    val = data.val
-    batch = val[0] if isinstance(val, list) else val
-    with torch.no_grad():
-        if isinstance(batch, torch.Tensor):  # transformer: token windows
-            model(batch[:, :-1], capture=cap)
-        else:  # synthetic: (x, y)
-            model(batch[0], capture=cap)
-    return cap
+def _inputs(batch):
+    """The model's input in a batch: transformer token windows (B, T+1), or synthetic (x, y)."""
+    return batch[:, :-1] if isinstance(batch, torch.Tensor) else batch[0]
+
+
+def _activations_on(model, batch) -> dict:
+    with torch.no_grad(), activations(model) as seen:
+        model(_inputs(batch))
+    return seen
 
 
 def sublayer_gains(store, records: list[dict], device: str = "cpu") -> list[dict]:
@@ -60,9 +60,9 @@ def sublayer_gains(store, records: list[dict], device: str = "cpu") -> list[dict
         model.init_member(0, cfg.seed, cfg.resolved())
         weights = store.weights(rec["run_id"])
         model.load_member(0, weights)
-        cap = _forward_capture(model, data)
+        val = data.val[0] if isinstance(data.val, list) else data.val
         mats = model.matrices()
-        for name, (x, y) in cap.items():
+        for name, (x, y) in _activations_on(model, val).items():
             if name not in mats:
                 continue
             w = weights[name].float()
@@ -86,10 +86,11 @@ def coord_check(model: str = "synthetic", widths=(64, 128, 256), rules=("sp", "m
 
     All rules at one width train together as one ensemble (same init seed and batches).  Returns rows
     dict(model, rule, width, step, module, rms); ``modules`` (names or prefixes) keeps only those.
-    Modules: synthetic ``w_in``, ``h{l}``, ``logits``; transformer ``emb``, ``l{i}_wq`` ... ``l{i}_w2``,
-    ``l{i}_block`` (residual stream after block i), ``readout`` (before the 1/m multiplier), ``logits``.
+    Modules (``ensemble.activations``): synthetic ``w_in``, ``w1_{l}``, ``w2_{l}``, ``w_out`` (before the 1/m
+    multiplier), ``logits``; transformer ``emb``, ``l{i}_wq`` ... ``l{i}_w2``, ``l{i}_block`` (residual stream after
+    block i), ``readout`` (before the 1/m multiplier), ``logits``.
     Defaults keep a transformer check to a few seconds on a CPU (seq_len 32, batch 8, head_dim 16)."""
-    from .ensemble import EnsembleAdamW, elinear
+    from .ensemble import EnsembleAdamW
     from .train import RunConfig, build
 
     rules = list(rules)
@@ -111,17 +112,7 @@ def coord_check(model: str = "synthetic", widths=(64, 128, 256), rules=("sp", "m
         one = torch.ones(len(rules), dtype=torch.float64)
         alive = torch.ones(len(rules), dtype=torch.bool)
         for step in range(steps + 1):
-            cap: dict = {}
-            with torch.no_grad():
-                if model == "transformer":
-                    net(probe[:, :-1], capture=cap)
-                    outs = {n: y for n, (_, y) in cap.items()}
-                else:
-                    x = probe[0]
-                    outs = {"w_in": elinear(x.unsqueeze(0).expand(net.E, *x.shape), net.w_in)}
-                    outs["logits"] = net(x, capture=cap)
-                    outs.update({n: y for n, (_, y) in cap.items()})
-            for name, y in outs.items():
+            for name, (_, y) in _activations_on(net, probe).items():
                 if modules and not any(name == m or name.startswith(m) for m in modules):
                     continue
                 for i, r in enumerate(rules):

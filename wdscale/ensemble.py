@@ -3,10 +3,14 @@
 Every member of a sweep at one width (its own eta, lam, rule and init seed) trains in the same batched
 matmuls.  Nothing ever mixes across the member dimension, so each member follows exactly the trajectory it
 would follow alone (tests/test_ensemble.py checks this against ``torch.optim.AdamW`` on a plain module).
+
+The models are built from the modules here (``Linear``, ``RMSNorm``) and read what they measure through
+``activations``: forward hooks that attach for one block of code and detach after it.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -17,9 +21,11 @@ from .rules import Resolved
 class EnsembleModule(nn.Module):
     """Base class for ensemble-batched models.
 
-    Subclasses create parameters of shape (E, ...) and fill ``self.param_class`` (name -> rule class).
-    They implement ``loss(batch) -> (E,)`` and may override ``init_std(name, cls)``.
-    ``readout_mult`` is a (E,) buffer: mu-P members multiply their logits by 1/m, SP members by 1.
+    Subclasses create every weight with ``add`` (shape (E, ...), its public name and rule class) and hand the
+    returned tensors to their modules.  The public names (``l0_wq``, ``emb``, ``readout``) are what
+    ``named_parameters``, ``param_class``, ``member_state`` and ``matrices`` use, and the order of ``add`` calls is
+    the order the init draws in; the modules hold the same tensors, as tied weights do.  Subclasses implement
+    ``loss(batch) -> (E,)``.  ``readout_mult`` is a (E,) buffer: the readout class's forward multiplier per member.
     """
 
     def __init__(self, n_members: int, width: int):
@@ -27,31 +33,35 @@ class EnsembleModule(nn.Module):
         self.E = n_members
         self.width = width
         self.param_class: dict[str, str] = {}
+        self.fan_in: dict[str, int] = {}
         self.register_buffer("readout_mult", torch.ones(n_members))
 
-    def add(self, name: str, shape: tuple, cls: str, fill: float | None = None) -> nn.Parameter:
+    def add(self, name: str, shape: tuple, cls: str, fill: float | None = None,
+            fan_in: int | None = None) -> nn.Parameter:
+        """Register weight ``name`` of per-member ``shape`` and class ``cls``.  ``fan_in``: the inputs each output
+        sums over, for the init (default: the last dim; a lookup table's is 1)."""
         p = nn.Parameter(torch.zeros(self.E, *shape) if fill is None else torch.full((self.E, *shape), fill))
         self.register_parameter(name, p)
         self.param_class[name] = cls
+        self.fan_in[name] = shape[-1] if fan_in is None else fan_in
         return p
-
-    def init_std(self, name: str, cls: str, shape: tuple) -> float | None:
-        """Init std of one member's tensor; None keeps the constructor's fill (gains = 1)."""
-        if cls == "vector":
-            return None
-        if cls == "embedding":
-            return 1.0
-        return 1.0 / math.sqrt(shape[-1])  # hidden and readout: 1/sqrt(fan_in); mu-P readout gets 1/m in forward
 
     @torch.no_grad()
     def init_member(self, i: int, seed: int, res: Resolved) -> None:
+        """Draw member i's weights with the init ``res`` gives each class, and set its forward multipliers."""
+        if any(g["mult"] != 1 for c, g in res.groups.items() if c != "readout"):
+            raise ValueError("these models apply a forward multiplier to the readout only")
         g = torch.Generator().manual_seed(int(seed))
         for name, p in self.named_parameters():
-            std = self.init_std(name, self.param_class[name], tuple(p.shape[1:]))
+            std = res.init_std(self.param_class[name], self.fan_in[name])
             if std is not None:
                 # Drawn on the CPU in fp32 so a member's init does not depend on device or ensemble size.
                 p[i].copy_(torch.randn(p.shape[1:], generator=g) * std)
         self.readout_mult[i] = res.readout_mult
+
+    def probes(self) -> dict[str, nn.Module]:
+        """Modules ``activations`` records besides the matrices, by name: here the logits."""
+        return {"logits": self}
 
     def member_state(self, i: int) -> dict[str, torch.Tensor]:
         return {n: p[i].detach().to("cpu", torch.float32).clone() for n, p in self.named_parameters()}
@@ -64,6 +74,65 @@ class EnsembleModule(nn.Module):
     def matrices(self) -> dict[str, torch.Tensor]:
         """Every 2-D (per member) parameter, the ones whose spectra we track."""
         return {n: p for n, p in self.named_parameters() if p.ndim == 3}
+
+
+class Linear(nn.Module):
+    """x W^T for every member at once, with one weight or several fused into one matmul (outputs side by side).
+
+    Fusing q, k, v (or gate and up) keeps one (3d x d) matmul where three would run; the concatenation costs
+    O(d^2), the matmul O(tokens d^2).  Each weight keeps its own name and spectrum."""
+
+    def __init__(self, *weights: nn.Parameter):
+        super().__init__()
+        self.weights = nn.ParameterList(weights)
+        self.sizes = [w.shape[1] for w in weights]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (E, ..., in), or (B, in) shared by every member -> (E, ..., out) / (E, B, out)."""
+        w = self.weights[0] if len(self.sizes) == 1 else torch.cat(tuple(self.weights), dim=1)
+        if x.ndim == 2:  # one input for every member: a single (B, in) x (in, E*out) GEMM, not E small ones
+            E, out = w.shape[:2]
+            return (x @ w.reshape(E * out, -1).T).view(x.shape[0], E, out).transpose(0, 1)
+        return elinear(x, w)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, gain: nn.Parameter):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.gain)
+
+
+@contextmanager
+def activations(model: EnsembleModule):
+    """``with activations(model) as seen:`` every forward inside the block fills ``seen``: name -> (input, output).
+
+    Names: each weight of a ``Linear`` by its public name (a fused matmul's output split per weight; a shared
+    (B, in) input expanded to every member), and the model's ``probes()`` (its logits; the Transformer's ``emb``
+    and ``l{i}_block``, the residual stream after block i).  The hooks are removed on leaving, so the model is
+    what it was: as microsoft/mup's coordinate check, measurement never changes the forward."""
+    seen: dict = {}
+    public = {id(p): n for n, p in model.named_parameters()}
+
+    def on_linear(mod, args, out):
+        x = args[0]
+        if x.ndim == 2:
+            x = x.expand(out.shape[0], *x.shape)
+        for w, y in zip(mod.weights, out.split(mod.sizes, dim=-1)):
+            seen[public[id(w)]] = (x, y)
+
+    def on_probe(name):
+        return lambda mod, args, out: seen.__setitem__(name, (args[0], out))
+
+    hooks = [m.register_forward_hook(on_linear) for m in model.modules() if isinstance(m, Linear)]
+    hooks += [m.register_forward_hook(on_probe(n)) for n, m in model.probes().items()]
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def elinear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ import dataclasses
 
 import torch
 
+from .ensemble import activations
+
 FIELDS = ("rel_update", "rel_rep_change", "alpha_dw", "alpha_w", "ratio")
 
 
@@ -102,14 +104,8 @@ class KossonMonitor:
             self._prev = {n: params[n].detach().clone() for n in self._names(model)}
 
     def _measure(self, u: int, model, batch) -> None:
-        cap: dict = {}
-        # Read every layer's input on this batch via the model's own loss (works for any batch layout).
-        fwd = model.forward
-        model.forward = lambda *a, **k: fwd(*a, capture=cap, **k)
-        try:
-            model.loss(batch)
-        finally:
-            del model.forward  # back to the class's forward
+        with activations(model) as cap:
+            model.loss(batch)  # the model's own loss reads any batch layout; the hooks see every layer's input
         params = dict(model.named_parameters())
         for n, W0 in self._prev.items():
             if n not in cap:

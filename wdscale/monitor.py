@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .rules import classify
+from .rules import CLASSES, classify_model
 
 BATCH_BYTES = 256 * 2**20  # at most this much stacked copy of same-shape matrices at a time
 COLUMNS = ["step", "group", "name", "class", "shape", "lr", "weight_decay", "top_sv", "fro", "fro_pred",
@@ -42,12 +42,16 @@ class SpectralMonitor:
 
     Call ``step()`` once after each ``optimizer.step()``.  Cost between records: one float sum per group.  At a
     record: ``power_iters`` products of W and Wᵀ with a ``block`` of vectors per matrix, plus one copy of every matrix one step earlier (for
-    the relative update), so the overhead falls as 1/every.  ``overrides`` as in ``rules.param_groups``
-    (name or regex -> class) only affects the ``class`` column."""
+    the relative update), so the overhead falls as 1/every.
+
+    The ``class`` column: a group named by its class (``rules.param_groups``'s are) gives it; otherwise
+    ``rules.classify_model`` infers it from which dims scale with ``width`` (default: the most common dim of the
+    model's weights) or against ``base_model``, with ``overrides`` (name or regex -> class) first."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, every: int = 100,
                  log_dir: str | os.PathLike | None = None, power_iters: int = 3, first_iters: int = 10,
-                 block: int = 8, tensorboard: bool = True, overrides: dict | None = None, seed: int = 0):
+                 block: int = 8, tensorboard: bool = True, overrides: dict | None = None, seed: int = 0,
+                 width: int | None = None, base_model: torch.nn.Module | None = None):
         if int(every) < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
         self.model, self.optimizer, self.every = model, optimizer, int(every)
@@ -56,10 +60,7 @@ class SpectralMonitor:
         self.rows: list[dict] = []
         self.seconds = 0.0  # time spent inside step(), for the overhead check
         names = {id(p): n for n, p in model.named_parameters()}
-        owner = {}
-        for mod_name, mod in model.named_modules():
-            for p_name, p in mod.named_parameters(recurse=False):
-                owner[id(p)] = mod
+        inferred = None
         self.groups = []  # [(label, group dict, [(name, param, class)])]
         for gi, g in enumerate(optimizer.param_groups):
             label = str(g.get("name", f"group{gi}"))
@@ -68,12 +69,16 @@ class SpectralMonitor:
                 if p.ndim < 2:
                     continue
                 n = names.get(id(p), f"{label}.param{len(mats)}")
-                cls = None
-                for pat, c in (overrides or {}).items():
-                    if pat == n or re.search(pat, n):
-                        cls = c
-                        break
-                mats.append((n, p, cls or classify(n, p, owner.get(id(p)))))
+                if label in CLASSES and not any(pat == n or re.search(pat, n) for pat in overrides or {}):
+                    cls = label
+                else:
+                    if inferred is None:
+                        from .checkpoint import infer_width
+
+                        inferred = classify_model(model, width or infer_width(dict(model.named_parameters())),
+                                                  base_model, overrides, strict=False)
+                    cls = inferred.get(n, "matrix")
+                mats.append((n, p, cls))
             self.groups.append((label, g, mats))
         self.decay_sum = [0.0] * len(self.groups)  # Σ η_t λ_t per group
         self._v: dict[int, torch.Tensor] = {}  # warm-start right singular vectors

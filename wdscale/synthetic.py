@@ -28,8 +28,9 @@ import functools
 from dataclasses import astuple, dataclass
 
 import torch
+from torch import nn
 
-from .ensemble import EnsembleModule, elinear, rms_norm
+from .ensemble import EnsembleModule, Linear, RMSNorm
 
 VERSION = 2  # part of a synthetic run's id: runs of the earlier core (version 1) are never reused as cached
 
@@ -117,6 +118,17 @@ class SyntheticData:
         return self.train[0][idx], self.train[1][idx]
 
 
+class ResidualBlock(nn.Module):
+    """h <- h + W2 · n(relu(W1 · n(h)))"""
+
+    def __init__(self, norm_a, w1, norm_b, w2):
+        super().__init__()
+        self.norm_a, self.w1, self.norm_b, self.w2 = RMSNorm(norm_a), Linear(w1), RMSNorm(norm_b), Linear(w2)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.w2(self.norm_b(torch.relu(self.w1(self.norm_a(h)))))
+
+
 class SyntheticFFN(EnsembleModule):
     """The normalized residual MLP, E members at one width, parameters (E, ...)."""
 
@@ -124,39 +136,21 @@ class SyntheticFFN(EnsembleModule):
         super().__init__(n_members, width)
         self.cfg = cfg = cfg or SyntheticConfig()
         d = width
-        self.add("w_in", (d, cfg.d_in), "embedding")
-        for l in range(cfg.depth):
-            self.add(f"norm{l}a", (d,), "vector", fill=1.0)
-            self.add(f"w1_{l}", (d, d), "matrix")
-            self.add(f"norm{l}b", (d,), "vector", fill=1.0)
-            self.add(f"w2_{l}", (d, d), "matrix")
-        self.add("norm_out", (d,), "vector", fill=1.0)
-        self.add("w_out", (cfg.d_out, d), "readout")
+        # fan-in d_in: a dense Gaussian input, so h starts with unit-scale coordinates
+        self.embed = Linear(self.add("w_in", (d, cfg.d_in), "embedding"))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(self.add(f"norm{l}a", (d,), "vector", fill=1.0), self.add(f"w1_{l}", (d, d), "matrix"),
+                          self.add(f"norm{l}b", (d,), "vector", fill=1.0), self.add(f"w2_{l}", (d, d), "matrix"))
+            for l in range(cfg.depth))
+        self.final_norm = RMSNorm(self.add("norm_out", (d,), "vector", fill=1.0))
+        self.head = Linear(self.add("w_out", (cfg.d_out, d), "readout"))
 
-    def init_std(self, name: str, cls: str, shape: tuple) -> float | None:
-        if cls == "embedding":
-            return 1.0 / self.cfg.d_in ** 0.5  # a dense Gaussian input: unit-scale coordinates of h at init
-        return super().init_std(name, cls, shape)
-
-    def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
-        """x (B, d_in) shared by all members, or (E, B, d_in). Returns (E, B, d_out).
-
-        ``capture``, when given, receives each hidden matrix's (input, output) for sublayer-gain and Kosson
-        measures."""
-        if x.ndim == 2:  # one input for every member: a single (B, d_in) x (d_in, E*d) GEMM, not E small ones
-            E, d = self.w_in.shape[:2]
-            h = (x @ self.w_in.reshape(E * d, -1).T).view(x.shape[0], E, d).transpose(0, 1)  # (E, B, d)
-        else:
-            h = elinear(x, self.w_in)  # (E, B, d)
-        for l in range(self.cfg.depth):
-            u = rms_norm(h, getattr(self, f"norm{l}a"))
-            z = elinear(u, getattr(self, f"w1_{l}"))
-            v = rms_norm(torch.relu(z), getattr(self, f"norm{l}b"))
-            o = elinear(v, getattr(self, f"w2_{l}"))
-            if capture is not None:
-                capture[f"w1_{l}"], capture[f"w2_{l}"] = (u, z), (v, o)
-            h = h + o
-        y = elinear(rms_norm(h, self.norm_out), self.w_out)  # (E, B, d_out)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, d_in) shared by all members, or (E, B, d_in). Returns (E, B, d_out)."""
+        h = self.embed(x)  # (E, B, d)
+        for block in self.blocks:
+            h = block(h)
+        y = self.head(self.final_norm(h))
         return y * self.readout_mult.view(-1, 1, 1).to(y.dtype)
 
     def loss(self, batch) -> torch.Tensor:

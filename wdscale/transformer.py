@@ -1,36 +1,36 @@
 """A LLaMA-style decoder-only Transformer, ensemble-batched: E independent models in the same matmuls.
 
-    idx --emb--> h --[ h += Attn(RMSNorm(h)); h += SwiGLU(RMSNorm(h)) ] * depth --RMSNorm--> readout * mult
+    idx --Embedding--> h --[ h += Attention(RMSNorm(h)); h += SwiGLU(RMSNorm(h)) ] * depth --RMSNorm--> readout * mult
 
 * byte tokens (vocab 256), untied embedding (class ``embedding``) and readout (class ``readout``);
 * pre-norm RMSNorm with gains (class ``vector``), no biases anywhere;
-* causal self-attention with RoPE, fixed head dim (``cfg.head_dim``, so heads = d / head_dim), SDPA kernel;
-* SwiGLU MLP, hidden = 8/3 d rounded up to a multiple of 8;
-* mu-P: the logits are multiplied by ``readout_mult`` (1/m under mu-P rules, 1 under SP), a per-member buffer
-  set from the member's rule, so SP and mu-P members can share one ensemble;
-* attention logits are scaled by ``attn_scale`` = 1/sqrt(head_dim) under *every* rule.  mu-P's 1/head_dim
-  differs from SP's 1/sqrt(head_dim) only in how it scales as head_dim grows with width; here head_dim is fixed
-  at every width, so mu-P asks for a width-independent scale, and the one that equals SP's at the base width is
-  1/sqrt(head_dim).  At m = 1 an ``sp`` and a ``mup`` member with the same seed are then the same model
-  (tests/test_transformer.py), so SP-vs-mu-P comparisons are not confounded by the attention temperature.
+* causal self-attention with RoPE, fixed head dim (``head_dim``, so heads = d / head_dim), SDPA kernel;
+* SwiGLU MLP, hidden = 8/3 d rounded up to a multiple of 8.
 
-Every weight has a leading member dim E.  q, k, v (and w1, w3) are separate parameters, so each gets its own
-spectrum, but they are concatenated for one fused matmul in the forward pass (the copy costs O(d^2), the
-matmul O(tokens d^2)).  Init (``EnsembleModule.init_std``): hidden matrices and the readout N(0, 1/fan_in) with
-fan_in = d at the member's own width, embedding N(0, 1) (the residual stream starts at RMS 1 at every width),
-gains 1.  The readout is therefore *not* microsoft/mup's MuReadout init (which keeps the base width's variance,
-1/d0, or zero-inits); see ``wdscale/rules.py`` for what it is and what that changes.
+The parametrization is the member's ``Resolved`` (wdscale/rules.py), read in ``init_member``: each class's init
+std, the readout multiplier (1/m under mu-P rules, 1 under SP) and the attention logit scale, per member, so SP
+and mu-P members can share one ensemble.  The head dim stays fixed as width grows, so every rule's scale is
+1/sqrt(head_dim) and at m = 1 an ``sp`` and a ``mup`` member with the same seed are the same model
+(tests/test_transformer.py): SP-vs-mu-P comparisons are not confounded by the attention temperature.
+
+Every weight has a leading member dim E and a public name (``emb``, ``l{i}_wq/wk/wv/wo``, ``l{i}_w1`` (gate),
+``l{i}_w3`` (up), ``l{i}_w2`` (down), ``readout``, the gains ``l{i}_norm1/2`` and ``norm_out``): the name stores,
+spectra and the optimizer see.  q, k, v (and w1, w3) are separate weights, each with its own spectrum, fused into
+one matmul in the forward pass (``ensemble.Linear``).
 """
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
 
 from .data import VOCAB, TextData, check_corpus
-from .ensemble import EnsembleModule, elinear, rms_norm
+from .ensemble import EnsembleModule, Linear, RMSNorm
 
 DEFAULT_DEPTH = 4
 DEFAULT_BATCH = 16
@@ -39,6 +39,29 @@ ROPE_BASE = 10_000.0
 
 def mlp_hidden(d: int) -> int:
     return 8 * math.ceil(8 * d / 3 / 8)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    width: int
+    depth: int = DEFAULT_DEPTH
+    head_dim: int = 32
+    seq_len: int = 128  # the RoPE tables are built for this; a longer input extends them once
+    vocab: int = VOCAB
+
+    def __post_init__(self):
+        if self.width % self.head_dim:
+            raise ValueError(f"width {self.width} is not a multiple of head_dim {self.head_dim}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+
+    @property
+    def n_heads(self) -> int:
+        return self.width // self.head_dim
+
+    @property
+    def hidden(self) -> int:
+        return mlp_hidden(self.width)
 
 
 def rope_tables(seq_len: int, head_dim: int, device=None, dtype=None, base: float = ROPE_BASE):
@@ -58,92 +81,116 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
 
 
-class Transformer(EnsembleModule):
-    def __init__(self, n_members: int, width: int, depth: int = DEFAULT_DEPTH, head_dim: int = 32,
-                 seq_len: int = 128, vocab: int = VOCAB):
-        super().__init__(n_members, width)
-        if width % head_dim:
-            raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}")
-        if head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {head_dim}")
-        d, f = width, mlp_hidden(width)
-        self.depth, self.head_dim, self.n_heads, self.hidden, self.vocab = depth, head_dim, d // head_dim, f, vocab
-        self.add("emb", (vocab, d), "embedding")
-        for i in range(depth):
-            self.add(f"l{i}_norm1", (d,), "vector", fill=1.0)
-            for n in ("wq", "wk", "wv", "wo"):
-                self.add(f"l{i}_{n}", (d, d), "matrix")
-            self.add(f"l{i}_norm2", (d,), "vector", fill=1.0)
-            self.add(f"l{i}_w1", (f, d), "matrix")  # gate (through SiLU)
-            self.add(f"l{i}_w3", (f, d), "matrix")  # up
-            self.add(f"l{i}_w2", (d, f), "matrix")  # down
-        self.add("norm_out", (d,), "vector", fill=1.0)
-        self.add("readout", (vocab, d), "readout")
-        # One attention scale for every rule and member: head_dim does not grow with width (module docstring).
-        self.register_buffer("attn_scale", torch.full((n_members,), 1.0 / math.sqrt(head_dim)))
+class Rotary(nn.Module):
+    """RoPE's cos, sin tables, built for ``seq_len`` positions."""
+
+    def __init__(self, head_dim: int, seq_len: int):
+        super().__init__()
+        self.head_dim = head_dim
         cos, sin = rope_tables(seq_len, head_dim)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def _rope(self, T: int, device, dtype):
-        if T > self.rope_cos.shape[0]:  # longer than built for: extend the tables once
-            cos, sin = rope_tables(T, self.head_dim, device=device)
-            self.rope_cos, self.rope_sin = cos, sin
-        return self.rope_cos[:T], self.rope_sin[:T]
+    def forward(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if T > self.cos.shape[0]:  # longer than built for: extend the tables once
+            self.cos, self.sin = rope_tables(T, self.head_dim, device=self.cos.device)
+        return self.cos[:T], self.sin[:T]
 
-    def forward(self, idx: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
-        """idx (B, T) token ids shared by all members -> logits (E, B, T, vocab).
 
-        ``capture``, when given, receives name -> (input, output) for every matrix (``emb``: token ids and
-        embeddings; ``readout``: normed features and W x before the readout multiplier), plus the residual
-        stream around each block (``l{i}_block``) and the final ``logits``."""
-        E, (B, T) = self.E, idx.shape
-        d, H, hd, f = self.width, self.n_heads, self.head_dim, self.hidden
-        # Embedding lookup for all members at once: member e's rows live at e*V .. e*V+V-1 of the flat table.
-        flat_idx = idx[None] + (torch.arange(E, device=idx.device) * self.vocab)[:, None, None]
-        h = F.embedding(flat_idx, self.emb.reshape(E * self.vocab, d))  # (E, B, T, d)
-        if capture is not None:
-            capture["emb"] = (idx, h)
-        cos, sin = self._rope(T, h.device, h.dtype)
-        scale = self.attn_scale.view(E, 1, 1, 1, 1)
-        for i in range(self.depth):
-            p = lambda n: getattr(self, f"l{i}_{n}")  # noqa: E731
-            h_in = h
-            # --- attention: one fused (3d x d) matmul for q, k, v ---
-            x = rms_norm(h, p("norm1"))
-            qkv = elinear(x, torch.cat((p("wq"), p("wk"), p("wv")), dim=1))  # (E, B, T, 3d)
-            qk, v = qkv.split((2 * d, d), dim=-1)
-            q, k = apply_rope(qk.reshape(E, B, T, 2 * H, hd), cos, sin).split(H, dim=-2)  # RoPE on q, k at once
-            q = (q * scale.to(q.dtype)).reshape(E * B, T, H, hd).transpose(1, 2)
-            k = k.reshape(E * B, T, H, hd).transpose(1, 2)
-            v = v.reshape(E * B, T, H, hd).transpose(1, 2)
-            # the per-member scale is already in q, so SDPA's own scale is 1
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-            a = a.transpose(1, 2).reshape(E, B, T, d)
-            o = elinear(a, p("wo"))
-            if capture is not None:
-                for n, y in zip(("wq", "wk", "wv"), qkv.split(d, dim=-1)):
-                    capture[f"l{i}_{n}"] = (x, y)
-                capture[f"l{i}_wo"] = (a, o)
-            h = h + o
-            # --- SwiGLU MLP: one fused (2f x d) matmul for gate and up ---
-            x = rms_norm(h, p("norm2"))
-            gate, up = elinear(x, torch.cat((p("w1"), p("w3")), dim=1)).split(f, dim=-1)
-            u = F.silu(gate) * up
-            o = elinear(u, p("w2"))
-            if capture is not None:
-                capture[f"l{i}_w1"] = (x, gate)
-                capture[f"l{i}_w3"] = (x, up)
-                capture[f"l{i}_w2"] = (u, o)
-                capture[f"l{i}_block"] = (h_in, h + o)
-            h = h + o
-        x = rms_norm(h, self.norm_out)
-        z = elinear(x, self.readout)
-        logits = z * self.readout_mult.view(E, 1, 1, 1).to(z.dtype)
-        if capture is not None:
-            capture["readout"] = (x, z)
-            capture["logits"] = (x, logits)
-        return logits
+class Embedding(nn.Module):
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight  # (E, V, d)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) token ids shared by all members -> (E, B, T, d)."""
+        E, V, d = self.weight.shape
+        # All members in one lookup: member e's rows sit at e*V .. e*V+V-1 of the flat table.
+        flat_idx = idx[None] + (torch.arange(E, device=idx.device) * V)[:, None, None]
+        return F.embedding(flat_idx, self.weight.reshape(E * V, d))
+
+
+class Attention(nn.Module):
+    """Causal self-attention: RoPE on q and k, a per-member logit scale, SDPA."""
+
+    def __init__(self, wq, wk, wv, wo, head_dim: int):
+        super().__init__()
+        self.qkv = Linear(wq, wk, wv)  # one fused (3d x d) matmul
+        self.out = Linear(wo)
+        self.head_dim = head_dim
+
+    def forward(self, x: torch.Tensor, rope: tuple, scale: torch.Tensor) -> torch.Tensor:
+        """x (E, B, T, d), rope = (cos, sin) each (T, hd/2), scale (E,) -> (E, B, T, d)."""
+        d = x.shape[-1]
+        qk, v = self.qkv(x).split((2 * d, d), dim=-1)                             # (E, B, T, 2d), (E, B, T, d)
+        qk = apply_rope(rearrange(qk, "e b t (h k) -> e b t h k", k=self.head_dim), *rope)  # (E, B, T, 2H, hd)
+        q, k = qk.chunk(2, dim=-2)                                                 # (E, B, T, H, hd) each
+        q = q * scale.view(-1, 1, 1, 1, 1).to(q.dtype)
+        q = rearrange(q, "e b t h k -> (e b) h t k")                               # (E*B, H, T, hd)
+        k = rearrange(k, "e b t h k -> (e b) h t k")                               # (E*B, H, T, hd)
+        v = rearrange(v, "e b t (h k) -> (e b) h t k", k=self.head_dim)            # (E*B, H, T, hd)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)    # the scale is already in q
+        return self.out(rearrange(a, "(e b) h t k -> e b t (h k)", e=x.shape[0]))  # (E, B, T, d)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, w1, w3, w2):
+        super().__init__()
+        self.gate_up = Linear(w1, w3)  # one fused (2f x d) matmul
+        self.down = Linear(w2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (E, B, T, f) each
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, add, cfg: TransformerConfig):
+        """``add(name, shape, cls, ...)`` creates a weight on the model under this layer's public name."""
+        super().__init__()
+        d, f = cfg.width, cfg.hidden
+        self.norm1 = RMSNorm(add("norm1", (d,), "vector", fill=1.0))
+        self.attn = Attention(*(add(n, (d, d), "matrix") for n in ("wq", "wk", "wv", "wo")), cfg.head_dim)
+        self.norm2 = RMSNorm(add("norm2", (d,), "vector", fill=1.0))
+        self.mlp = SwiGLU(add("w1", (f, d), "matrix"), add("w3", (f, d), "matrix"), add("w2", (d, f), "matrix"))
+
+    def forward(self, h: torch.Tensor, rope: tuple, scale: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.norm1(h), rope, scale)
+        return h + self.mlp(self.norm2(h))
+
+
+class Transformer(EnsembleModule):
+    def __init__(self, n_members: int, cfg: TransformerConfig):
+        super().__init__(n_members, cfg.width)
+        self.cfg = cfg
+        d, V = cfg.width, cfg.vocab
+        self.embed = Embedding(self.add("emb", (V, d), "embedding", fan_in=1))  # a lookup: one input per output
+        self.blocks = nn.ModuleList(Block(self._layer(i), cfg) for i in range(cfg.depth))
+        self.final_norm = RMSNorm(self.add("norm_out", (d,), "vector", fill=1.0))
+        self.head = Linear(self.add("readout", (V, d), "readout"))
+        self.rope = Rotary(cfg.head_dim, cfg.seq_len)
+        # per member, set from its Resolved by init_member
+        self.register_buffer("attn_scale", torch.full((n_members,), 1.0 / math.sqrt(cfg.head_dim)))
+
+    def _layer(self, i: int):
+        return lambda name, *a, **k: self.add(f"l{i}_{name}", *a, **k)
+
+    def init_member(self, i: int, seed: int, res) -> None:
+        super().init_member(i, seed, res)
+        self.attn_scale[i] = res.attn_scale(self.cfg.head_dim)
+
+    def probes(self) -> dict[str, nn.Module]:
+        """Besides the matrices: the embedding's output (``emb``), the residual stream after each block, logits."""
+        return {"emb": self.embed, **{f"l{i}_block": b for i, b in enumerate(self.blocks)}, **super().probes()}
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) token ids shared by all members -> logits (E, B, T, vocab)."""
+        h = self.embed(idx)
+        rope = self.rope(idx.shape[1])
+        for block in self.blocks:
+            h = block(h, rope, self.attn_scale)
+        z = self.head(self.final_norm(h))
+        return z * self.readout_mult.view(-1, 1, 1, 1).to(z.dtype)
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """batch (B, T+1) token windows -> (E,) mean next-byte cross-entropy (nats) per member."""
@@ -163,7 +210,7 @@ def _dims(cfg):
 
 def build(cfg, n_members: int, device):
     depth, batch = _dims(cfg)
-    model = Transformer(n_members, cfg.width, depth=depth, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+    model = Transformer(n_members, TransformerConfig(cfg.width, depth, cfg.head_dim, cfg.seq_len))
     data = TextData(cfg.corpus, cfg.seq_len, batch, cfg.data_seed, device, train_bytes=cfg.train_bytes)
     return model.to(device), data
 
