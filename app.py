@@ -17,6 +17,7 @@ st.set_page_config(page_title="wdscale: weight decay vs width", page_icon=":mate
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/tour.py", title="Tour", icon=":material/co_present:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
     st.Page("pages/transfer.py", title="Transfer", icon=":material/target:"),

@@ -27,6 +27,7 @@ PLUGINS = {
     "study": ("wdscale.demo", "a preset transfer study: --preset lm (one-pass LM regime) or lm-epochs (multi-epoch)"),
     "inspect": ("wdscale.checkpoint", "σ_top of your own checkpoints, matched by name across widths"),
     "gallery": ("wdscale.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
+    "tour": ("wdscale.tour", "the guided tour as one self-contained HTML file (--out FILE.html)"),
 }
 
 

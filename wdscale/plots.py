@@ -442,3 +442,184 @@ def coord_check_plot(rows: list[dict], module: str | None = None,
     fig.update_yaxes(type="log", title_text="output RMS" + (f" of {module}" if module else ""), row=1, col=1)
     fig.update_layout(title=title, **LAYOUT)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The guided tour (wdscale/tour.py): one figure per step
+# ---------------------------------------------------------------------------------------------
+def update_rms_plot(rows: list[dict], lr: float, title: str = "AdamW's update is ~η per entry, whatever the gradient's scale"):
+    """Update RMS per entry vs the gradient's RMS, one line per optimizer; rows dict(optimizer, grad_rms, update_rms)."""
+    if not rows:
+        return _empty(title, "nothing measured")
+    fig = go.Figure()
+    colors = [RULE_COLORS["wd"], RULE_COLORS["indep"], RULE_COLORS["sp"], RULE_COLORS["mup"]]
+    for k, opt in enumerate(dict.fromkeys(r["optimizer"] for r in rows)):
+        rs = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["grad_rms"])
+        fig.add_trace(go.Scatter(x=[r["grad_rms"] for r in rs], y=[r["update_rms"] for r in rs], mode="lines+markers",
+                                 name=f"{opt} (lr {lr:g})", line=dict(color=colors[k % len(colors)]),
+                                 hovertemplate="gradient RMS %{x:.3g}<br>update RMS %{y:.3g}<extra>" + opt + "</extra>"))
+    fig.add_hline(y=lr, line=dict(color="black", dash="dash", width=1), annotation_text=f"η = {lr:g}",
+                  annotation_position="bottom right")
+    fig.update_layout(title=title, xaxis_title="gradient RMS per entry (log)", yaxis_title="update RMS per entry (log)",
+                      **LAYOUT)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def norm_settling_plot(series: list[dict], title: str = "‖W‖_F settles at √(ηN/(2λ)) after a few τ = 1/(ηλ)"):
+    """Measured ‖W‖_F vs step per (η, λ) with its predicted level (dashed) and τ (dotted);
+    series dict(name, steps, fro, fro_pred, tau)."""
+    if not series:
+        return _empty(title, "nothing measured")
+    fig = go.Figure()
+    palette = [RULE_COLORS[k] for k in ("wd", "mup", "indep", "custom")]
+    for i, s in enumerate(series):
+        c = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=s["steps"], y=s["fro"], mode="lines", name=f"{s['name']}: measured",
+                                 legendgroup=s["name"], line=dict(color=c),
+                                 hovertemplate="step %{x}<br>‖W‖_F %{y:.4g}<extra>" + s["name"] + "</extra>"))
+        fig.add_trace(go.Scatter(x=[s["steps"][0], s["steps"][-1]], y=[s["fro_pred"]] * 2, mode="lines",
+                                 name=f"{s['name']}: √(ηN/(2λ)) = {s['fro_pred']:.3g}", legendgroup=s["name"],
+                                 line=dict(color=c, dash="dash", width=1),
+                                 hovertemplate="predicted %{y:.4g}<extra></extra>"))
+        fig.add_vline(x=s["tau"], line=dict(color=c, dash="dot", width=1), annotation_text=f"τ={s['tau']:.0f}")
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="‖W‖_F (log)", **LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def collapse_plot(raw: list[dict], rescaled: list[dict], before: float, after: float,
+                  title: str = "Spectra before and after dividing by √(η/λ)"):
+    """Two panels: σ_i vs rank/d, and σ_i/√(η/λ) vs rank/d; each curve dict(name, x, y); the collapse numbers
+    (mean std of log σ across curves) in the panel titles."""
+    if not raw:
+        return _empty(title, "no spectra stored for this selection")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=[f"before: σ_i (spread {before:.2f})", f"after: σ_i / √(η/λ) (spread {after:.2f})"])
+    cols = sample_colorscale("Viridis_r", _ramp(len(raw), 0.25, 1.0))
+    for col, curves in ((1, raw), (2, rescaled)):
+        for i, c in enumerate(curves):
+            fig.add_trace(go.Scatter(x=np.asarray(c["x"]), y=np.asarray(c["y"]), mode="lines", name=c["name"],
+                                     legendgroup=c["name"], showlegend=col == 1, line=dict(color=cols[i % len(cols)]),
+                                     hovertemplate="rank/d %{x:.3g}<br>%{y:.4g}<extra>" + c["name"] + "</extra>"),
+                          row=1, col=col)
+        fig.update_xaxes(type="log", title_text="rank / d (log)", row=1, col=col)
+        fig.update_yaxes(type="log", row=1, col=col)
+    fig.update_yaxes(title_text="σ_i (log)", row=1, col=1)
+    fig.update_yaxes(title_text="σ_i / √(η/λ) (log)", row=1, col=2)
+    fig.update_layout(title=title, **LAYOUT)
+    return fig
+
+
+def implied_rule_plot(alpha: float | None, ci=None, title: str = "The rule that follows: λ ∝ d^(2α−1) under η ∝ 1/d"):
+    """The line b = 2α − 1, the named rules on it, and this setting's measured α (with its CI)."""
+    a = np.linspace(0.4, 1.1, 2)
+    fig = go.Figure(go.Scatter(x=a, y=2 * a - 1, mode="lines", name="b = 2α − 1", line=dict(color="gray"),
+                               hoverinfo="skip"))
+    for rule, al in (("mup", 0.5), ("wd", 0.75), ("indep", 1.0)):
+        fig.add_trace(go.Scatter(x=[al], y=[2 * al - 1], mode="markers+text", name=rule_label(rule),
+                                 text=[rule], textposition="top left", marker=dict(size=12, color=RULE_COLORS[rule]),
+                                 hovertemplate=f"{rule}: flat when α = {al}<extra></extra>"))
+    if _finite(alpha):
+        err = None
+        if ci is not None and all(_finite(v) for v in ci):
+            err = dict(type="data", symmetric=False, array=[ci[1] - alpha], arrayminus=[alpha - ci[0]])
+        fig.add_trace(go.Scatter(x=[alpha], y=[2 * alpha - 1], mode="markers", name=f"measured α = {alpha:.2f}",
+                                 marker=dict(symbol="star", size=18, color="black"), error_x=err,
+                                 hovertemplate="measured α %{x:.3f}<br>λ ∝ d^%{y:.2f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="α in σ_top ∝ √(η/λ)·d^α", yaxis_title="λ exponent b (λ ∝ d^b)",
+                      **LAYOUT)
+    return fig
+
+
+def regime_drifts_plot(studies: dict, threshold: float = 0.25,
+                       title: str = "Optimum drift per rule, in each reference study"):
+    """Drift (octaves per width doubling) with its 95% CI per rule, one marker series per study.
+
+    ``studies``: {label: {rule: {"drift", "drift_ci"}}} (``gallery.summary``'s ``rules``)."""
+    studies = {k: v for k, v in studies.items() if v}
+    if not studies:
+        return _empty(title, "no reference study with a transfer verdict")
+    fig = go.Figure()
+    fig.add_hrect(y0=-threshold, y1=threshold, fillcolor="green", opacity=0.08, line_width=0,
+                  annotation_text=f"transfers: CI within ±{threshold:g}", annotation_position="top left")
+    fig.add_hline(y=0, line=dict(color="gray", dash="dot"))
+    symbols = ["circle", "diamond", "square", "triangle-up", "x"]
+    for i, (label, rules) in enumerate(studies.items()):
+        names = [r for r in RULE_COLORS if r in rules] + [r for r in rules if r not in RULE_COLORS]
+        ys = [rules[r]["drift"] for r in names]
+        lo = [(rules[r].get("drift_ci") or [None, None])[0] for r in names]
+        hi = [(rules[r].get("drift_ci") or [None, None])[1] for r in names]
+        ok = all(_finite(v) for v in lo + hi)
+        fig.add_trace(go.Scatter(
+            x=[rule_label(r) for r in names], y=ys, mode="markers", name=label,
+            marker=dict(size=13, symbol=symbols[i % len(symbols)], color=[RULE_COLORS.get(r, "black") for r in names]),
+            error_y=dict(type="data", symmetric=False, array=[h - y for h, y in zip(hi, ys)],
+                         arrayminus=[y - l for l, y in zip(lo, ys)]) if ok else None,
+            hovertemplate="%{x}: drift %{y:+.2f} octaves/doubling<extra>" + label + "</extra>"))
+    fig.update_yaxes(title_text="optimum drift (octaves of η₀ per width doubling)", zeroline=False)
+    fig.update_layout(title=title, scattermode="group", **LAYOUT)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Regimes: the same model, two data regimes, side by side (wdscale.regimes.study_regime dicts)
+# ---------------------------------------------------------------------------------------------
+REGIME_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+
+
+def regime_alpha_plot(regimes: list[dict], title: str = "α per matrix class: σ_top ∝ √(η/λ)·d^α") -> go.Figure:
+    """α (the width exponent of σ_top at fixed η/λ) per matrix class with its 95% CI, one colour per regime; the
+    paper's α = 0.75 dotted.  The right axis reads the same number as the λ exponent 2α − 1 that holds σ_top flat
+    under μP's η ∝ 1/d (0.5 = the paper's λ ∝ √d, 1 = ηλ fixed)."""
+    if not regimes or not any(r.get("alpha") for r in regimes):
+        return _empty(title, "no regime study yet")
+    fig = go.Figure()
+    for k, reg in enumerate(regimes):
+        a = reg.get("alpha") or {}
+        cls = list(a)
+        lo = [a[c]["alpha"] - a[c]["ci"][0] if _finite(a[c]["ci"][0]) else 0 for c in cls]
+        hi = [a[c]["ci"][1] - a[c]["alpha"] if _finite(a[c]["ci"][1]) else 0 for c in cls]
+        fig.add_trace(go.Scatter(
+            x=cls, y=[a[c]["alpha"] for c in cls], mode="markers", name=reg.get("regime") or reg.get("name"),
+            marker=dict(size=12, color=REGIME_COLORS[k % len(REGIME_COLORS)]), offsetgroup=str(k),
+            error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+            customdata=[[2 * a[c]["alpha"] - 1] for c in cls],
+            hovertemplate="%{x}: α %{y:.2f} → λ ∝ d^%{customdata[0]:.2f}<extra>%{fullData.name}</extra>"))
+    fig.add_hline(y=0.75, line=dict(color="gray", dash="dot"), annotation_text="paper α = 0.75 (λ ∝ √d)",
+                  annotation_position="top left")
+    fig.add_hline(y=1.0, line=dict(color="#2ca02c", dash="dot"), annotation_text="α = 1 (λ ∝ d, ηλ fixed)",
+                  annotation_position="bottom left")
+    fig.update_yaxes(title_text="α (σ_top ∝ √(η/λ)·d^α); λ exponent = 2α − 1")
+    fig.update_xaxes(title_text="matrix class (layers pooled)")
+    fig.update_layout(title=title, scattermode="group", **{**LAYOUT, "legend": dict(orientation="h", y=-0.25)})
+    return fig
+
+
+def regime_drift_plot(regimes: list[dict], threshold: float = 0.25,
+                      title: str = "Where the optimal η₀ goes, per rule and regime") -> go.Figure:
+    """Drift of the optimal η₀ (octaves per width doubling) per rule with its 95% CI, one colour per regime, and
+    the ±threshold band where a rule transfers."""
+    if not regimes or not any(r.get("rules") for r in regimes):
+        return _empty(title, "no regime study yet")
+    fig = go.Figure()
+    fig.add_hrect(y0=-threshold, y1=threshold, fillcolor="green", opacity=0.08, line_width=0,
+                  annotation_text=f"transfers: CI within ±{threshold:g}", annotation_position="top left")
+    fig.add_hline(y=0, line=dict(color="gray", dash="dot"))
+    order = [r for r in ("mup", "wd", "indep", "fitted", "custom", "sp") if any(r in g["rules"] for g in regimes)]
+    for k, reg in enumerate(regimes):
+        rs = [r for r in order if r in reg["rules"]]
+        v = reg["rules"]
+        lo = [v[r]["drift"] - v[r]["drift_ci"][0] if _finite(v[r]["drift_ci"][0]) else 0 for r in rs]
+        hi = [v[r]["drift_ci"][1] - v[r]["drift"] if _finite(v[r]["drift_ci"][1]) else 0 for r in rs]
+        fig.add_trace(go.Scatter(
+            x=[rule_label(r) for r in rs], y=[v[r]["drift"] for r in rs], mode="markers",
+            name=reg.get("regime") or reg.get("name"), offsetgroup=str(k),
+            marker=dict(size=12, color=REGIME_COLORS[k % len(REGIME_COLORS)]),
+            error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+            customdata=[[v[r]["verdict"]] for r in rs],
+            hovertemplate="%{x}: drift %{y:+.2f} oct/doubling (%{customdata[0]})<extra>%{fullData.name}</extra>"))
+    fig.update_yaxes(title_text="optimum drift (octaves of η₀ per width doubling)", zeroline=False)
+    fig.update_layout(title=title, scattermode="group", **{**LAYOUT, "legend": dict(orientation="h", y=-0.25)})
+    return fig
