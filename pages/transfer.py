@@ -58,6 +58,20 @@ def show_verdict(recs: list[dict], param: str, step: int | None = None) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
 
 
+# The proxy's own η × λ grid (the demo's phase 1: several λ₀ at one width) is its own figure, not curves in the
+# mup panel: a λ₀ that only one width has is the proxy's grid, not a transfer curve.
+wd_widths = {}
+for r in recs:
+    wd_widths.setdefault(r["wd"], set()).add(r["width"])
+proxy_wds = ({wd for wd, ws in wd_widths.items() if len(ws) == 1}
+             if any(len(ws) > 1 for ws in wd_widths.values()) else set())
+proxy_recs = []
+if proxy_wds:
+    d0 = min(next(iter(wd_widths[wd])) for wd in proxy_wds)
+    proxy_recs = [r for r in recs if r["width"] == d0 and not r.get("diverged")]
+    recs = [r for r in recs if r["wd"] not in proxy_wds]
+    raw = [r for r in raw if r["wd"] not in proxy_wds]
+
 st.subheader("Loss vs learning rate")
 if len({r["lr"] for r in recs}) < 2:
     st.info("this study has one η₀: train an LR grid to see transfer")
@@ -67,6 +81,14 @@ else:
     st.caption("★ interpolated optimum (parabola in log η through the grid minimum); ✕ diverged runs, drawn at the "
                "top. Perfect transfer: the stars line up vertically (drift 0).")
     show_verdict(raw, "lr", step)
+
+if len({r["wd"] for r in proxy_recs}) > 1 and len({r["lr"] for r in proxy_recs}) > 1:
+    from wdscale.demo import proxy_optimum
+
+    st.subheader(f"The proxy's own optimum: η₀ × λ₀ at d₀ = {proxy_recs[0]['width']}")
+    _ui.show(plots.proxy_grid_plot(proxy_optimum(proxy_recs),
+                                   title=f"The proxy's η₀ × λ₀ grid at d₀ = {proxy_recs[0]['width']} (seed-mean loss; "
+                                         "★ its minimum, the λ₀ the transfer curves use)"), "transfer_proxy_grid")
 
 st.subheader("Loss vs weight decay")
 recs_w = [r for r in analysis.swept(recs, "wd") if r["wd"] > 0]  # curves of >= 3 λ values; log axis

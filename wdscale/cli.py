@@ -246,6 +246,13 @@ def cmd_runs(args) -> int:
     from .store import RunStore, check_run_id, default_root, rebuild_index
 
     root = args.out or default_root()
+    from .gallery import reference_at
+
+    ref = reference_at(root)  # a shipped reference study: read-only, weights left out on purpose
+    if ref is not None and not args.delete:
+        if args.repair:
+            ref._writable()  # one line: read-only, reproduce it into a store of yours
+        return _print_reference(ref, args)
     if args.check or args.repair:
         try:
             store = RunStore(root, create=False)
@@ -281,6 +288,37 @@ def cmd_runs(args) -> int:
         print(f"warning: {len(damaged)} damaged run(s) (files missing or corrupt): {', '.join(damaged[:5])}"
               f"{' ...' if len(damaged) > 5 else ''}; `wdscale runs --out {store.root} --check --repair` drops them",
               file=sys.stderr)
+    return 0
+
+
+def _print_reference(ref, args) -> int:
+    """List or check a reference study: every file was checked against its manifest's sha256 when it opened;
+    its runs are 'reference (weights not shipped)' where the manifest says so, never 'damaged'."""
+    from .gallery import WEIGHTS_NOT_SHIPPED
+
+    recs = ref.records()
+    label = "reference" if ref.weights_shipped else WEIGHTS_NOT_SHIPPED
+    if args.check:
+        rep = ref.check()
+        for rid, why in rep["damaged"]:
+            print(f"damaged  {rid}  {why}")
+        print(f"reference study {ref.reference}: {rep['runs']} runs checked: {rep['ok']} ok, {len(rep['damaged'])} "
+              f"damaged; every file matches its sha256 in manifest.json"
+              + ("" if ref.weights_shipped else "; weights not shipped (on purpose: `wdscale gallery reproduce "
+                                                f"{ref.reference} --out DIR` retrains them)"))
+        return 1 if rep["damaged"] else 0
+    if args.json:
+        for r in recs:
+            print(json.dumps({**r, "reference": ref.reference, "weights_shipped": ref.weights_shipped}))
+        return 0
+    for r in recs:
+        fl = "diverged" if r["diverged"] else f"{r['final_loss']:.4g}" if r["final_loss"] is not None else "-"
+        status = label if r.get("status") == "done" else r["status"]
+        print(f"{r['run_id']}  {r['model']:11} {r['rule']:6} d={r['width']:<5} lr={r['lr']:<8.3g} "
+              f"wd={r['wd']:<7.3g} steps={r['steps']:<6} {status} loss={fl}"
+              + (f"  ({r['damage']})" if r.get("damage") else ""))
+    print(f"reference study {ref.reference} (read-only): {len(recs)} runs"
+          + ("" if ref.weights_shipped else ", weights not shipped"), file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ Per model (``synthetic``, ``transformer``) this module owns
 
 * ``member_step_flops(cfg)``  counted matmul FLOPs of one training step of one member (forward + backward);
 * ``memory_estimate(cfg, n)``  bytes an ensemble of n members needs (the trainers' own estimates, re-exported);
+  (the matmul peak stays in bench, which reads its FLOP counts from here: imports run one way);
 * ``svd_units(cfg, n)``        sum of min(m, k)^2 * max(m, k) over the matrices a spectra snapshot decomposes.
 
 ``study_eta(configs)`` turns them into seconds with constants measured on this machine: a few timed steps of
@@ -32,15 +33,6 @@ VERSION = 1  # part of the calibration cache key: a change in what is measured i
 # (width, members, timed steps): small enough to take about a second each, far enough apart in FLOPs to fit a slope
 CALIBRATION = {"synthetic": [(64, 4, 30), (256, 8, 16)], "transformer": [(32, 1, 10), (128, 1, 6)]}
 TRANSFORMER_VAL_SEQS = 64  # data.VAL_SEQS: windows in the fixed validation set
-
-
-def peak_gflops(device: str = "cpu", n: int = 1024) -> float:
-    """The machine's fp32 matmul peak (the one timer of the project, in bench)."""
-    import torch
-
-    from .bench import matmul_peak_gflops
-
-    return matmul_peak_gflops(torch.device(device), n=n, reps=3)
 
 
 # -- counts ------------------------------------------------------------------------------------------------
@@ -143,21 +135,42 @@ def _cache_path(key: dict) -> Path:
 
 
 def _time_steps(cfg, n: int, steps: int, device: str) -> tuple[float, float]:
-    """(median seconds per step, seconds per spectra snapshot) of an n-member ensemble, through the trainer."""
+    """(median seconds per step, best seconds per spectra snapshot) of an n-member ensemble, through the trainer.
+
+    Timed here, not with bench's clock: bench reads its FLOP counts from this module (imports run one way)."""
     import dataclasses
 
     import torch
 
-    from .bench import StepClock, snapshot_seconds
-    from .config import RunConfig  # noqa: F401  (cfg is one)
+    from .ensemble import singular_values
     from .train import TrainOptions, build, train_ensemble
 
     dev = torch.device(device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    stamps = []
+
+    def clock(step, model, batch, opt):
+        sync()
+        stamps.append(time.perf_counter())
+
     configs = [dataclasses.replace(cfg, steps=steps, lr=cfg.lr * (1 + 0.01 * i)) for i in range(n)]
-    clock = StepClock(dev)
     train_ensemble(configs, TrainOptions(device=device, spectra_every=10 ** 9, n_evals=1, callbacks=[clock]))
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])][2:]  # the first steps pay one-off allocations
     model, _ = build(configs[0], n, dev)
-    return clock.median_step(), snapshot_seconds(model, reps=2)
+    snap = float("inf")
+    for _ in range(2):
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for p in model.matrices().values():
+                singular_values(p.detach()).cpu()
+        sync()
+        snap = min(snap, time.perf_counter() - t0)
+    return statistics.median(gaps), snap
 
 
 def measure(model: str, device: str = "cpu") -> dict:

@@ -170,6 +170,18 @@ def open_reference(name: str, root=None) -> ReferenceStore:
     return ReferenceStore(_ref_dir(name, root), m)
 
 
+def reference_at(path: str | os.PathLike) -> ReferenceStore | None:
+    """The verified reference study stored at ``path`` (a folder holding manifest.json and index.sqlite), or None
+    when ``path`` is an ordinary run store: ``wdscale runs --out gallery/NAME`` then lists it as a reference."""
+    p = Path(path)
+    if not ((p / "manifest.json").is_file() and (p / "index.sqlite").is_file()):
+        return None
+    return open_reference(p.name, p.parent)
+
+
+WEIGHTS_NOT_SHIPPED = "reference (weights not shipped)"
+
+
 # -- building ------------------------------------------------------------------------------------------------
 def configs(spec: dict) -> list:
     """Every RunConfig of a study: its ``grid`` and any ``extra_grids`` (each a full product)."""
