@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-PAGES = {"home": "", "train": "train", "spectra": "spectra", "transfer": "transfer", "steady_state": "steady_state",
+PAGES = {"home": "", "tour": "tour", "train": "train", "spectra": "spectra", "transfer": "transfer", "steady_state": "steady_state",
          "diagnostics": "diagnostics", "runs": "runs"}
 
 
@@ -93,6 +94,27 @@ def wait_idle(page, settle: float = 1.5) -> None:
     time.sleep(settle)  # plotly draws after the script finishes
 
 
+def tour_steps(page, url: str, out: Path | None = None, present: bool = False, n_steps: int = 7) -> list[int]:
+    """Walk the Tour from step 1 with its Next button; per step wait for the heading and a drawn figure (an SVG
+    inside the plotly chart), optionally save docs/screenshots/tour_step<N>[_present].png.  Returns the steps
+    whose page showed an exception (empty when all is well)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/tour?step=1" + ("&present=1" if present else ""))
+    bad = []
+    for n in range(1, n_steps + 1):
+        expect(page.get_by_role("heading", name=re.compile(rf"^{n}\. "))).to_be_visible(timeout=120_000)
+        expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible(timeout=60_000)
+        wait_idle(page, 1.0)
+        if page.locator('[data-testid="stException"]').count():
+            bad.append(n)
+        if out is not None:
+            page.screenshot(path=str(Path(out) / f"tour_step{n}{'_present' if present else ''}.png"), full_page=True)
+        if n < n_steps:
+            page.get_by_role("button", name="Next →").click()
+    return bad
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="data dir (default: a fresh temporary one)")
@@ -123,6 +145,9 @@ def main(argv=None) -> int:
             wait_idle(page, 3.0)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print("saved", out / f"{name}.png")
+        for present in (False, True):
+            tour_steps(page, url, out, present)
+            print("saved the tour's steps", "(presenter mode)" if present else "")
         browser.close()
     return 0
 

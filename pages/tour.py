@@ -86,7 +86,7 @@ if present:  # sidebar and Streamlit's header hidden, large type: for a projecto
                 "line-height:1.4}.tour-formula{font-size:2.1rem!important}h1{font-size:2.8rem!important}</style>",
                 unsafe_allow_html=True)
 
-head, tog = st.columns([5, 1])
+head, tog = st.columns([4, 1])
 with head:
     st.title(f"{step}. {tour.TITLES[step - 1]}")
 with tog:
@@ -105,7 +105,9 @@ st.markdown(s["text"])
 for line in s.get("lines", []):
     st.markdown(f"- {line}")
 fig = tour.presenter(s["fig"]) if present else s["fig"]
-st.plotly_chart(fig, width="stretch", config=_ui.PLOT_CONFIG, key=f"tour_fig_{step}")
+# theme=None in presenter mode: Streamlit's chart theme would override the projector-sized fonts
+st.plotly_chart(fig, width="stretch", config=_ui.PLOT_CONFIG, key=f"tour_fig_{step}",
+                theme=None if present else "streamlit")
 st.markdown(f"**Look at:** {s['look']}")
 if step <= 2:
     st.caption(f"Computed live on this machine with torch's AdamW ({_live()['seconds']:.1f} s for steps 1 and 2).")

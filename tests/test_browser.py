@@ -1,6 +1,7 @@
 """Real browser: `streamlit run app.py` in Debian's chromium; run the demo, see its plots, download a PNG."""
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,48 @@ def manager_running(root) -> bool:
     if not (Path(root) / "index.sqlite").exists():
         return True
     return not any(r["width"] == max(DEMO["widths"]) for r in RunStore(root).records())
+
+
+def test_tour_every_step_draws_in_both_modes_and_deep_links_open_their_step(tmp_path):
+    """A fresh server: /tour?step=4 opens step 4 (through app.py); then every step, also in presenter mode, shows
+    its figure with no exception; presenter mode hides the sidebar."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with shots.streamlit_server(tmp_path / "runs", {"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url + "/tour?step=4")  # the first request this server sees
+        expect(page.get_by_role("heading", name=re.compile(r"^4\. σ_top"))).to_be_visible(timeout=120_000)
+        expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible(timeout=60_000)
+        assert "step=4" in page.url
+        assert shots.tour_steps(page, url) == []
+        assert "step=7" in page.url
+        assert shots.tour_steps(page, url, present=True) == []
+        expect(page.locator('[data-testid="stSidebar"]')).to_be_hidden()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        browser.close()
+
+
+def test_exported_tour_renders_offline(tmp_path):
+    """The `wdscale tour` file opened from disk with every network request refused: all 7 figures draw."""
+    from playwright.sync_api import sync_playwright
+
+    from wdscale import tour
+
+    res = tour.write_html(tmp_path / "tour.html")
+    asked = []
+    with sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.route(re.compile(r"^(?!file:).*"), lambda route: (asked.append(route.request.url), route.abort()))
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tmp_path / "tour.html").as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7", timeout=60_000)
+        drawn = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].filter("
+                              "d => d.querySelector('.main-svg') && d._fullData && d._fullData.length).length")
+        browser.close()
+    assert drawn == res["figures"] == 7
+    assert asked == [] and errors == []

@@ -352,7 +352,7 @@ def step7(data: dict, gallery_root=None) -> dict:
     tail = ("" if len(regimes) > 1 else
             " Only one regime has a reference study so far; its ranking is not evidence for the other regime.")
     fig = plots.regime_drifts_plot({f"{r['name']} ({r['regime']})": r["rules"] for r in rows if r["rules"]})
-    return _step(7, "many epochs: τ_epoch fixed ⇒ λ ∝ d (indep);  one pass (LLM): α ≈ 0.75 ⇒ λ ∝ √d (wd)",
+    return _step(7, "predicted: many epochs, τ_epoch fixed ⇒ λ ∝ d (indep);  one pass (LLM), α ≈ 0.75 ⇒ λ ∝ √d (wd)",
                  "Weight decay does a different job in each regime (it regularizes over many epochs; it sets the "
                  "effective learning rate in one pass), so the rule that transfers can differ. What each reference "
                  "study measured is listed below." + tail,
