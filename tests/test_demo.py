@@ -159,18 +159,22 @@ def test_demo_json_contract(tmp_path):
     s = json.loads(p.stdout)
     for k in ("seconds", "min_steps_over_tau", "runs", "rules", "best_rule", "proxy", "sentence"):
         assert k in s, k
-    n = len(DEMO["widths"]) * len(DEMO["rules"]) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
+    rules = set(DEMO["rules"]) | {"fitted"}  # the paper's recipe taken literally runs beside the named rules
+    n = len(DEMO["widths"]) * len(rules) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
     assert len(s["runs"]) == n
+    f = s["fitted"]  # b = 2 alpha_hat - 1 from the two smallest widths under mup at eta0, and the runs carry it
+    assert f["widths"] == sorted(DEMO["widths"])[:2] and f["b"] == round(2 * f["alpha_hat"] - 1, 2)
+    assert {r["b"] for r in s["runs"] if r["rule"] == "fitted"} == {f["b"]}
     for r in s["runs"]:
         for k in ("rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged", "matrix_lr", "matrix_wd",
                   "top_sv", "param_class"):
             assert k in r, k
-    assert set(s["rules"]) == set(DEMO["rules"])
+    assert set(s["rules"]) == rules
     for v in s["rules"].values():
         for k in ("drift", "drift_ci", "top_sv_exponent", "optima", "on_edge"):
             assert k in v, k
         assert set(v["optima"]) == {str(w) for w in DEMO["widths"]}
-    assert s["best_rule"] in DEMO["rules"]
+    assert s["best_rule"] in rules
     # a rerun is served from the store
     p2 = subprocess.run([sys.executable, "-m", "wdscale", "demo", "--json", "--out", str(tmp_path / "s"),
                          "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)

@@ -218,7 +218,7 @@ def plain_reading(s: dict) -> str:
 
 
 def _run_row(r: dict) -> dict:
-    return {k: r.get(k) for k in ("run_id", "rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged",
+    return {k: r.get(k) for k in ("run_id", "rule", "a", "b", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged",
                                   "matrix_lr", "matrix_wd", "top_sv", "param_class")}
 
 

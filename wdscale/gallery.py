@@ -286,7 +286,7 @@ def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str
             "command": f"wdscale gallery reproduce {name} --out DIR",
             "build_command": f"python scripts/build_gallery.py {name}",
             "grid": spec["grid"], "extra_grids": spec.get("extra_grids", []), "eta0": spec.get("eta0"), "threads": spec["threads"], "weights_shipped": spec["weights_shipped"],
-            "n_runs": len(recs), **build, "files": files,
+            "n_runs": len(recs), **spec.get("manifest_extra", {}), **build, "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if dest.exists():
@@ -481,3 +481,27 @@ def build_info(seconds: float, threads: int, load_start: list | None = None) -> 
     load = {"load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()]}
     return {"wall_seconds": round(seconds, 1), **load, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine(), "threads": threads, **git_commit(), "python_argv": " ".join(sys.argv)}
+
+
+# -- the regime comparison (wdscale.regimes on the reference studies) -----------------------------------------------
+# The reference studies the comparison reads by default (gallery/NAME; built by scripts/build_tf_gallery.py).
+REFERENCE_REGIMES = ("tf-lm", "tf-epochs", "synthetic-4w")
+
+
+def reference_regimes(names=REFERENCE_REGIMES, root=None) -> tuple[list[dict], list[str]]:
+    """(study_regime dicts of the gallery studies present, names missing).  Read-only: nothing trains."""
+    from .regimes import study_regime
+
+    out, missing = [], []
+    for n in names:
+        try:
+            ref = open_reference(n, root)
+        except GalleryError:
+            missing.append(n)
+            continue
+        m = ref.manifest
+        recs = ref.records()
+        out.append({**study_regime(recs, eta0=m.get("eta0"), name=n, regime=m.get("regime") or m.get("title", n),
+                                   train_bytes=(m.get("grid") or {}).get("train_bytes")),
+                    "title": m.get("title", n), "seconds": m.get("wall_seconds"), "machine": m.get("machine")})
+    return out, missing

@@ -39,13 +39,13 @@ PRESETS: dict[str, dict] = {
     "lm": dict(
         model="transformer", regime="LM pretraining: at most one pass, warmup + cosine decay",
         base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), fitted=True, steps=LM_STEPS, seeds=(0,),
-        proxy_lrs=LADDER[6:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),  # 8e-3 .. 4.5e-2
+        proxy_lrs=LADDER[4:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),  # 4e-3 .. 4.5e-2
         lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5), common=dict(_LM_COMMON),
     ),
     "lm-epochs": dict(
         model="transformer", regime=f"multi-epoch control: {LM_TRAIN_BYTES // 1000} kB revisited ~10 epochs",
         base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), fitted=True, steps=LM_STEPS, seeds=(0,),
-        proxy_lrs=LADDER[6:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),
+        proxy_lrs=LADDER[4:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),
         lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5), common=dict(_LM_COMMON, train_bytes=LM_TRAIN_BYTES),
     ),
 }

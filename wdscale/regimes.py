@@ -186,3 +186,20 @@ def regime_sentence(a: dict, b: dict) -> str:
         return (f"{s['regime'] or s['name']}: best named rule {s['best_named_rule']} (drift {r.get('drift', math.nan):+.2f}"
                 f" oct/doubling), mean alpha {alpha:.2f} (lam ~ d^{2 * alpha - 1:.2f} holds sigma_top flat)")
     return part(a) + "; " + part(b) + "."
+
+
+def regime_rows(regimes: list[dict]) -> list[dict]:
+    """One table row per (study, rule): drift with CI, verdict, and S / tau in epochs at the optimum of each width."""
+    rows = []
+    for s in regimes:
+        for rule, r in s["rules"].items():
+            lo, hi = r["drift_ci"]
+            at = r["at_optimum"]
+            rows.append({
+                "study": s["name"], "rule": rule + (f" (b={r['b']:+.2f})" if r.get("b") is not None else ""),
+                "drift (oct/doubling)": r["drift"], "95% CI": f"[{lo:+.2f}, {hi:+.2f}]", "verdict": r["verdict"],
+                "S at optima": ", ".join(f"{w}: {a['S']:.2g}" for w, a in at.items() if a["S"] is not None),
+                "τ in epochs at optima": ", ".join(f"{w}: {a['tau_epochs']:.2g}" for w, a in at.items()
+                                                   if a["tau_epochs"] is not None) or "-",
+                "best": "★" if rule == s.get("best_rule") else ""})
+    return rows

@@ -103,8 +103,11 @@ def to_markdown(verdicts: list[dict], horizons: list[dict], param: str) -> str:
                       f"max regret {_fmt(v['max_regret'])}"
                   + (f" (threshold {rt:g})" if rt is not None else "") + f": **{v['verdict']}**"]
         if v["min_steps_over_tau"] is not None:
-            lines.append(f"shortest run: {v['min_steps_over_tau']:.3g} tau of the matrix class "
-                         f"({'>=' if v['min_steps_over_tau'] >= MIN_TAUS else '<'} {MIN_TAUS:g} tau)")
+            S = ", ".join(f"{w}: {o['steps_over_tau']:.3g}" for w, o in v["optima"].items()
+                          if o.get("steps_over_tau") is not None)
+            lines.append(f"steady state at the optima: S = sum_t lr_t*wd of the matrix class = {S} "
+                         f"(smallest {'>=' if v['min_steps_over_tau'] >= MIN_TAUS else '<'} {MIN_TAUS:g} tau; the "
+                         f"grid's shortest run: {_fmt(v.get('min_steps_over_tau_grid'), '.3g')})")
         lines += [f"- note: {n}" for n in v["notes"]]
     if horizons:
         widths = sorted({w for h in horizons for w in h["opt"]})

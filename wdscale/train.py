@@ -116,7 +116,7 @@ def _twins(configs: list[RunConfig], resolved: list) -> list[int]:
     out = []
     for i, (c, r) in enumerate(zip(configs, resolved)):
         key = (c.seed, c.data_seed, c.schedule, c.warmup, r.readout_mult,
-               tuple(sorted((k, g["lr"], g["wd"]) for k, g in r.groups.items())))
+               tuple(sorted((k, tuple(sorted(g.items()))) for k, g in r.groups.items())))  # every per-class number
         out.append(first.setdefault(key, i))
     return out
 
