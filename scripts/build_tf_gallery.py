@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wdscale import gallery, presets  # noqa: E402
-from wdscale.demo import run_demo, transfer_lrs  # noqa: E402
+from wdscale.demo import proxy_seeds, run_demo, transfer_lrs  # noqa: E402
 from wdscale.store import RunStore  # noqa: E402
 from wdscale.train import TrainOptions  # noqa: E402
 
@@ -30,7 +30,7 @@ def grids(spec: dict, s: dict) -> list[dict]:
                 data_seed=0, **common)
     lrs = transfer_lrs(s["proxy"]["eta0"], spec)
     out = [dict(base, widths=[spec["base_width"]], rules=["mup"], lrs=list(spec["proxy_lrs"]),
-                wds=list(spec["proxy_wds"])),
+                wds=list(spec["proxy_wds"]), seeds=list(proxy_seeds(spec))),
            dict(base, widths=list(spec["widths"]), rules=list(spec["rules"]), lrs=lrs, wds=[s["proxy"]["lam0"]])]
     if s.get("fitted"):
         out.append(dict(base, widths=list(spec["widths"]), rules=["fitted"], lrs=lrs, wds=[s["proxy"]["lam0"]],

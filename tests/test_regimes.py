@@ -117,3 +117,14 @@ def test_study_regime_reports_drift_S_and_the_fitted_result():
     assert s["rules"]["mup"]["drift"] == pytest.approx(0.5, abs=1e-6)
     assert s["best_named_rule"] == "indep" and s["all_interior"]
     assert s["rules"]["indep"]["at_optimum"][128]["S"] == pytest.approx(10**6 * 2.0 ** -6 / 2 * 0.2, rel=1e-6)
+
+
+def test_more_seeds_extend_a_preset_study_without_moving_its_proxy():
+    from wdscale.demo import proxy_configs, proxy_seeds, transfer_configs
+
+    spec = dict(presets.get("lm"), seeds=(0, 1, 2))
+    assert proxy_seeds(spec) == (0,) and {c.seed for c in proxy_configs(spec=spec)} == {0}
+    assert {c.seed for c in transfer_configs(0.008, 0.3, spec=spec)} == {0, 1, 2}
+    one = {c.run_id for c in transfer_configs(0.008, 0.3, spec=presets.get("lm"))}
+    assert one < {c.run_id for c in transfer_configs(0.008, 0.3, spec=spec)}  # seed 0's runs are reused
+    assert proxy_seeds(presets.get("synthetic")) == presets.get("synthetic")["seeds"]  # the demo: every seed

@@ -47,7 +47,13 @@ def proxy_configs(steps: int | None = None, spec: dict | None = None) -> list[Ru
     """Phase 1: the eta x lam grid at the proxy width (rule ``mup``: at m = 1 every mu-P rule is the same)."""
     d = spec or DEMO
     return expand_grid(d["model"], [d["base_width"]], d["base_width"], ["mup"], d["proxy_lrs"], d["proxy_wds"],
-                       _steps(steps, d), d["seeds"], data_seed=0, **d.get("common", {}))
+                       _steps(steps, d), proxy_seeds(d), data_seed=0, **d.get("common", {}))
+
+
+def proxy_seeds(spec: dict) -> tuple:
+    """Seeds of the proxy grid and of the fitted rule's alpha_hat: ``proxy_seeds`` where a preset fixes them (so
+    more transfer seeds never move (eta0, lam0) or b), else every seed."""
+    return tuple(spec.get("proxy_seeds") or spec["seeds"])
 
 
 def proxy_optimum(records: list[dict]) -> dict:
@@ -103,7 +109,7 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     recs = run_sweep(transfer_configs(eta0, lam0, steps, spec, widths=small), store, **kw)
     fit = None
     if d.get("fitted") and not (cancel is not None and cancel.is_set()):
-        fit = fitted_b(recs, eta0)
+        fit = fitted_b([r for r in recs if r["seed"] in proxy_seeds(d)], eta0)
     rest = [w for w in d["widths"] if w not in small]
     todo = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
     if fit is not None and fit["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles

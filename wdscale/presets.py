@@ -12,6 +12,10 @@ and seeds.  One code path trains them all (cached in the store like every sweep)
 * ``lm-epochs``  the control on the same model and budget: the first 100 kB of the training split revisited for
                  ~10 epochs (Wang & Aitchison's regime, where tau = 1/(eta lam) fixed in epochs transfers).
 
+The Transformer presets fix the proxy's seeds (``proxy_seeds``): the proxy optimum and the fitted rule's b are
+measured on seed 0, and more seeds (``wdscale study --seeds 0,1,2``) add transfer runs only, so a 3-seed study
+extends a 1-seed one instead of moving its grid.
+
 Every study, including the demo, runs the ``fitted`` rule beside the named ones: ``custom`` with b = 2 alpha_hat - 1,
 alpha_hat measured on the study's own two smallest widths under ``mup`` at (eta0, lam0) (``wdscale.regimes``).
 Design search and what each design measured: docs/transformer.md (``scripts/explore_transformer.py``).
@@ -39,12 +43,14 @@ PRESETS: dict[str, dict] = {
     "lm": dict(
         model="transformer", regime="LM pretraining: at most one pass, warmup + cosine decay",
         base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), fitted=True, steps=LM_STEPS, seeds=(0,),
+        proxy_seeds=(0,),  # (eta0, lam0) and the fitted b come from seed 0; --seeds adds transfer seeds only
         proxy_lrs=LADDER[4:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),  # 4e-3 .. 4.5e-2
         lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5), common=dict(_LM_COMMON),
     ),
     "lm-epochs": dict(
         model="transformer", regime=f"multi-epoch control: {LM_TRAIN_BYTES // 1000} kB revisited ~10 epochs",
         base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), fitted=True, steps=LM_STEPS, seeds=(0,),
+        proxy_seeds=(0,),  # (eta0, lam0) and the fitted b come from seed 0; --seeds adds transfer seeds only
         proxy_lrs=LADDER[4:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),
         lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5), common=dict(_LM_COMMON, train_bytes=LM_TRAIN_BYTES),
     ),
