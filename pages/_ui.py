@@ -315,6 +315,28 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
     return True
 
 
+def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta: dict | None = None) -> bool:
+    """Start a preset study (wdscale.demo.run_demo) for this session as one background job; False with an
+    st.error on bad input.  ``eta`` (cost.phases_eta's dict) drives its progress bar and live ETA."""
+    from wdscale.train import TrainOptions
+
+    old = manager().snapshot(st.session_state.get(job_key))
+    if old is not None and old["status"] in ("queued", "running"):
+        st.warning("this session already has this study training; cancel it first")
+        return False
+    wc = None
+    if eta and eta.get("member_steps"):
+        wc = {w: eta["per_width"][w] / n for w, n in eta["member_steps"].items() if n}
+    try:
+        st.session_state[job_key] = manager().submit_study(
+            spec, steps, label=spec.get("name", "study"), opts=TrainOptions(device=device),
+            expected_seconds=(eta or {}).get("seconds") or None, width_cost=wc)
+    except (ValueError, FileNotFoundError) as e:
+        st.error(str(e))
+        return False
+    return True
+
+
 def fmt_table(res, steps: int) -> list[dict]:
     """Rows of Resolved.table(steps) for st.dataframe."""
     import math
@@ -357,12 +379,15 @@ def _await_calibration(models: tuple, device: str, threads: int) -> None:
         st.rerun()  # whole page: the ETA line is drawn from the constants
 
 
-def eta_notice(configs, store_, device: str = "cpu") -> dict | None:
-    """One line before Train: the study's ETA on this machine (wdscale.cost.study_eta), or that it is being
-    measured; returns study_eta's dict."""
+def eta_notice(configs, store_, device: str = "cpu", phases=None, note: str = "") -> dict | None:
+    """One line before Train: the study's ETA on this machine (wdscale.cost.study_eta; ``cost.phases_eta`` for a
+    study that trains phase after phase), or that it is being measured; returns the ETA's dict.  ``note`` ends
+    the line."""
     from wdscale import cost
 
     threads = manager().threads
+    if phases is not None:
+        configs = [c for ph in phases for c in ph]
     models = tuple(sorted({c.model for c in configs}))
     cals = {m: _calibration(m, device, threads) for m in models}
     if any(v is None for v in cals.values()):
@@ -370,13 +395,14 @@ def eta_notice(configs, store_, device: str = "cpu") -> dict | None:
                 icon=":material/timer:")
         _await_calibration(models, device, threads)
         return None
-    eta = cost.study_eta(configs, store_, device, threads, cals=cals)
+    eta = (cost.study_eta(configs, store_, device, threads, cals=cals) if phases is None
+           else cost.phases_eta(phases, store_, device, threads, cals=cals))
     if eta["to_train"] == 0:
         st.info("ETA: nothing to train, every run is in the store.", icon=":material/timer:")
         return eta
     per = ", ".join(f"d={w}: {cost.format_seconds(s)}" for w, s in sorted(eta["per_width"].items()))
     st.info(f"**ETA ≈ {cost.format_seconds(eta['seconds'])}** for {eta['to_train']} runs on this machine "
             f"({threads} torch threads; {per}; {eta['flops']:.2g} FLOPs). From wdscale.cost, calibrated on this "
-            "machine's measured step times: a plan, good to about 2×; a busy machine takes longer.",
+            "machine's measured step times: a plan, good to about 2×; a busy machine takes longer." + note,
             icon=":material/timer:")
     return eta

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from pages import _ui
-from wdscale import analysis, plots
+from wdscale import analysis, demo, plots, presets
 from wdscale.config import parse_numbers
 from wdscale.jobs import check_study
 from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
@@ -31,6 +31,95 @@ def grid(center: float, n: int, factor: float) -> list[float]:
     k = np.arange(n) - (n - 1) / 2
     return [float(f"{center * factor ** i:.4g}") for i in k]
 
+
+# -- preset studies (wdscale.presets): the Transformer study of each regime, run as wdscale.demo.run_demo ------
+PRESET_CHOICES = {"Your own grid": None, "LM regime (lm)": "lm", "Multi-epoch control (lm-epochs)": "lm-epochs"}
+
+
+@st.cache_data(show_spinner=False)
+def _data_slice(name: str, steps: int) -> dict | None:
+    return presets.data_slice(presets.get(name), steps)  # reads the corpus once per server
+
+
+def _nums(xs) -> str:
+    return ", ".join(f"{x:g}" for x in xs)
+
+
+def preset_settings(spec: dict, steps: int) -> list[dict]:
+    c, ds = spec["common"], _data_slice(spec["name"], steps)
+    rows = [("model", f"{spec['model']}, depth {c.get('depth')}, head dim {c.get('head_dim')}"),
+            ("regime", spec["regime"]),
+            ("widths", f"{_nums(spec['widths'])} (proxy d₀ = {spec['base_width']})"),
+            ("sequence, batch", f"seq {c.get('seq_len')} bytes, batch {c.get('batch_size')}"),
+            ("schedule", f"{c.get('schedule')}, warmup {c.get('warmup', 0):.0%} of the steps"),
+            ("steps", f"{steps}" + (f" (preset: {spec['steps']}; WDSCALE_DEMO_STEPS)" if steps != spec["steps"] else "")),
+            ("seeds", _nums(spec["seeds"])),
+            ("proxy grid", f"η₀ ∈ {{{_nums(spec['proxy_lrs'])}}} × λ₀ ∈ {{{_nums(spec['proxy_wds'])}}} at d₀"),
+            ("transfer", f"rules {', '.join(spec['rules'])}{' + fitted (λ ∝ d^b, b = 2α̂−1)' if spec.get('fitted') else ''}"
+                         f" at λ₀, lr = η₀·2^k, k ∈ {{{_nums(spec['lr_octaves'])}}} octaves")]
+    if ds:
+        src = (f"the first {ds['train_bytes']:,} bytes of the training split" if ds["sliced"]
+               else f"the whole training split ({ds['train_bytes']:,} bytes)")
+        rows.append(("data", f"{ds['bytes_per_step']} bytes per step, {ds['bytes_read']:,} bytes per run from {src}: "
+                             f"{ds['epochs']:.2f} epochs"))
+    return [{"setting": k, "value": v} for k, v in rows]
+
+
+def preset_study(name: str) -> None:
+    """A preset study on this page: settings, ETA, Train/Resume as one background job, live curves, summary."""
+    spec = presets.get(name)
+    steps = demo._steps(None, spec)
+    store = _ui.store()
+    st.subheader(f"Preset study `{name}`")
+    st.dataframe(preset_settings(spec, steps), hide_index=True, width="stretch")
+    state = demo.preset_state(spec, store, steps)
+    devices = ["cpu", "auto"] + (["cuda"] if torch.cuda.is_available() else [])
+    device = st.selectbox("Device", devices, key="t_p_device")
+    if state["optimum_known"]:
+        note = (f" The proxy optimum is measured: η₀ = {state['eta0']:.3g}, λ₀ = {state['lam0']:g}"
+                + (f", fitted b = {state['b']:+.2f}." if state["b_known"] and state["b"] is not None else
+                   f"; the fitted rule's b is assumed {state['b']:g} until the two smallest widths are trained."
+                   if spec.get("fitted") else "."))
+    else:
+        note = (f" An estimate before the proxy optimum is known: transfer counted at the proxy grid's middle, "
+                f"η₀ = {state['eta0']:.3g}, λ₀ = {state['lam0']:g}"
+                + (f", fitted b = {state['b']:g}." if spec.get("fitted") else "."))
+    eta = None
+    if not state["complete"]:
+        eta = _ui.eta_notice(None, store, device, phases=state["phases"], note=note)
+    st.write(f"{state['stored']} of {state['n_runs']} runs are in the store"
+             + (f"; {state['partial']} cancelled mid-ensemble (resumed from a checkpoint)" if state["partial"] else "")
+             + ". Phases: the proxy's η₀ × λ₀ grid → its optimum → transfer at the two smallest widths → "
+               "the fitted rule's b from them → the rest.")
+    key = f"preset_job_{name}"
+    if state["complete"]:
+        label = "Show the summary (every run is in the store; nothing trains)"
+    elif state["stored"] or state["partial"]:
+        label = f"Resume ({state['stored']} of {state['n_runs']} runs stored)"
+    else:
+        label = "Train"
+    if st.button(label, type="primary", key="t_preset_go"):
+        _ui.submit_study(key, spec, steps, device, eta)
+    snap = _ui.job_panel(key)
+    res = (snap or {}).get("result")
+    if snap and snap["status"] == "cancelled":
+        st.info("Cancelled. Finished ensembles are stored and the interrupted one keeps a checkpoint: "
+                "**Resume** continues from there.")
+    if res and not res.get("partial"):
+        st.subheader("The study")
+        (st.success if res.get("conclusive") else st.warning)(res["sentence"])
+        if res.get("reading"):
+            st.markdown(res["reading"])
+        st.code(demo.format_summary(res), language=None)
+        st.page_link("pages/regimes.py", label="Regimes: this regime beside the other", icon=":material/compare_arrows:")
+        st.page_link("pages/transfer.py", label="Transfer: loss vs lr per width and rule", icon=":material/target:")
+
+
+choice = st.radio("Preset study", list(PRESET_CHOICES), horizontal=True, key="t_preset",
+                  help="the Transformer study of each regime (wdscale/presets.py; `wdscale study --preset NAME`)")
+if PRESET_CHOICES[choice]:
+    preset_study(PRESET_CHOICES[choice])
+    st.stop()
 
 c1, c2, c3 = st.columns(3)
 with c1:

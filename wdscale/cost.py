@@ -261,7 +261,7 @@ def study_eta(configs, store=None, device: str = "cpu", threads: int | None = No
 
     cached, chunks = plan(list(configs), store)
     out = {"seconds": 0.0, "per_width": {}, "to_train": sum(len(c) for c in chunks), "cached": len(cached),
-           "flops": 0.0, "calibration": {}}
+           "flops": 0.0, "calibration": {}, "member_steps": {}}
     for chunk in chunks:
         c0 = chunk[0]
         cm = (cals or {}).get(c0.model) or out["calibration"].get(c0.model) or calibrate(c0.model, device, threads)
@@ -271,6 +271,35 @@ def study_eta(configs, store=None, device: str = "cpu", threads: int | None = No
         out["seconds"] += s
         out["per_width"][c0.width] = out["per_width"].get(c0.width, 0.0) + s
         out["flops"] += step_flops(c0, n) * c0.steps
+        out["member_steps"][c0.width] = out["member_steps"].get(c0.width, 0) + n * c0.steps
+    return out
+
+
+def phases_eta(phases, store=None, device: str = "cpu", threads: int | None = None, cals: dict | None = None) -> dict:
+    """ETA of a study trained phase after phase, one sweep each (``wdscale.demo.run_demo``): ``study_eta``'s dict
+    summed over the phases.  A run an earlier phase trains counts as stored for the later ones, and twins
+    (e.g. every mu-P rule at m = 1) merge only within a phase, as they train.  ``member_steps`` per width lets
+    a live progress bar weigh a step at each width by its predicted cost."""
+    seen: set = set()
+
+    class _View:  # the store, plus what the earlier phases will have trained by then
+        def get(self, run_id):
+            return {"run_id": run_id} if run_id in seen else (store.get(run_id) if store is not None else None)
+
+    out = {"seconds": 0.0, "per_width": {}, "to_train": 0, "cached": 0, "flops": 0.0, "calibration": {},
+           "member_steps": {}, "phases": []}
+    for phase in phases:
+        e = study_eta(phase, _View(), device, threads, cals={**out["calibration"], **(cals or {})})
+        out["phases"].append(e["seconds"])
+        for k in ("seconds", "to_train", "flops"):
+            out[k] += e[k]
+        for k in ("per_width", "member_steps"):
+            for w, v in e[k].items():
+                out[k][w] = out[k].get(w, 0) + v
+        out["calibration"].update(e["calibration"])
+        seen.update(c.run_id for c in phase)
+    ids = {c.run_id for phase in phases for c in phase}
+    out["cached"] = sum(store.get(i) is not None for i in ids) if store is not None else 0
     return out
 
 

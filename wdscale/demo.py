@@ -94,11 +94,19 @@ def _on_ladder(lr: float) -> float:
 
 
 def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None, on_record=None,
-             steps: int | None = None, spec: dict | None = None) -> dict:
-    """Both phases into ``store``; returns ``summarize``'s dict (``partial`` when cancelled)."""
+             steps: int | None = None, spec: dict | None = None, on_configs=None) -> dict:
+    """Both phases into ``store``; returns ``summarize``'s dict (``partial`` when cancelled).
+
+    ``on_configs(configs)``, when given, sees each phase's configs before they train (the app labels its live
+    curves with them)."""
     t0 = time.perf_counter()
     kw = dict(opts=opts, on_event=on_event, cancel=cancel, on_record=on_record)
-    proxy = run_sweep(proxy_configs(steps, spec), store, **kw)
+
+    def sweep(configs, store, **kw):
+        if on_configs is not None:
+            on_configs(configs)
+        return run_sweep(configs, store, **kw)
+    proxy = sweep(proxy_configs(steps, spec), store, **kw)
     if cancel is not None and cancel.is_set():
         return {"partial": True, "seconds": time.perf_counter() - t0}
     best = proxy_optimum(proxy)
@@ -106,7 +114,7 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     eta0, lam0 = best["eta0"], best["lam0"]
     small = sorted(d["widths"])[:2]
     # Phase 2 at the two smallest widths first: the fitted rule's alpha_hat is measured on them (mup at eta0).
-    recs = run_sweep(transfer_configs(eta0, lam0, steps, spec, widths=small), store, **kw)
+    recs = sweep(transfer_configs(eta0, lam0, steps, spec, widths=small), store, **kw)
     fit = None
     if d.get("fitted") and not (cancel is not None and cancel.is_set()):
         fit = fitted_b([r for r in recs if r["seed"] in proxy_seeds(d)], eta0)
@@ -115,7 +123,7 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     if fit is not None and fit["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles
         todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=fit["b"]) + todo
     if todo and not (cancel is not None and cancel.is_set()):
-        recs += run_sweep(todo, store, **kw)
+        recs += sweep(todo, store, **kw)
     out = summarize(proxy, recs)
     out["fitted"] = fit
     out["preset"] = d.get("name")
@@ -124,6 +132,68 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     out["seconds"] = time.perf_counter() - t0
     out["partial"] = bool(cancel is not None and cancel.is_set())
     return out
+
+
+# -- a study's configs before it runs: the Train page's ETA, its Resume button and its summary ----------------
+# b assumed for the fitted rule before it is measured: no named rule's exponent (0, 0.5, 1), so its members
+# count as their own, as a measured b (rounded to 0.01) almost always does; with b = 0.5 they would twin `wd`'s
+# and the ETA would miss them (measured: 1348 s instead of 1508 s for the lm preset at one thread).
+ASSUMED_B = 0.75
+
+
+def assumed_optimum(spec: dict) -> tuple[float, float]:
+    """(eta0, lam0) assumed before the proxy grid has run: its middle lr and middle wd (the lower middle of an
+    even count).  Only which transfer runs the proxy grid already holds depends on it, so it moves the cost
+    little."""
+    lrs, wds = sorted(spec["proxy_lrs"]), sorted(spec["proxy_wds"])
+    return lrs[(len(lrs) - 1) // 2], wds[(len(wds) - 1) // 2]
+
+
+def preset_phases(spec: dict, eta0: float, lam0: float, b: float | None = ASSUMED_B,
+                  steps: int | None = None) -> list[list[RunConfig]]:
+    """The configs ``run_demo`` trains, one list per ``run_sweep`` call, for a proxy optimum (eta0, lam0) and a
+    fitted exponent b (None: no fitted phase): the proxy grid; transfer at the two smallest widths; the fitted
+    rule and the remaining widths."""
+    small = sorted(spec["widths"])[:2]
+    rest = [w for w in spec["widths"] if w not in small]
+    last = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
+    if spec.get("fitted") and b is not None:
+        last = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=b) + last
+    return [proxy_configs(steps, spec), transfer_configs(eta0, lam0, steps, spec, widths=small), last]
+
+
+def preset_configs(spec: dict, eta0: float, lam0: float, b: float | None = ASSUMED_B,
+                   steps: int | None = None) -> list[RunConfig]:
+    """Every config of a preset study at (eta0, lam0, b), phases concatenated (twins and repeats included)."""
+    return [c for phase in preset_phases(spec, eta0, lam0, b, steps) for c in phase]
+
+
+def preset_state(spec: dict, store, steps: int | None = None) -> dict:
+    """Where a preset study stands in ``store``, read without training: (eta0, lam0) once the proxy grid is
+    stored (else ``assumed_optimum``), b once the two smallest widths are (else ``ASSUMED_B``), each phase's
+    configs at those values, how many unique runs are stored, whether any partial run (a cancelled ensemble,
+    resumable from its checkpoint) exists, and ``complete`` when ``run_demo`` would train nothing."""
+    eta0, lam0 = assumed_optimum(spec)
+    b = ASSUMED_B if spec.get("fitted") else None
+    known_opt = known_b = False
+    proxy = proxy_configs(steps, spec)
+    prox = [store.get(c.run_id) for c in proxy]
+    if all(prox):
+        best = proxy_optimum(prox)
+        eta0, lam0, known_opt = best["eta0"], best["lam0"], True
+        small = transfer_configs(eta0, lam0, steps, spec, widths=sorted(spec["widths"])[:2])
+        recs = [store.get(c.run_id) for c in small]
+        if all(recs):
+            known_b = True
+            fit = fitted_b([r for r in recs if r["seed"] in proxy_seeds(spec)], eta0) if spec.get("fitted") else None
+            b = fit["b"] if fit is not None else None
+    phases = preset_phases(spec, eta0, lam0, b, steps)
+    ids = list(dict.fromkeys(c.run_id for ph in phases for c in ph))
+    stored = sum(store.get(i) is not None for i in ids)
+    partial = sum(store.get(i, status="partial") is not None for i in ids)
+    return {"eta0": eta0, "lam0": lam0, "b": b, "optimum_known": known_opt, "b_known": known_b, "phases": phases,
+            "n_runs": len(ids), "stored": stored, "partial": partial,
+            "complete": known_opt and known_b and stored == len(ids)}
 
 
 def top_sv_exponents(records: list[dict], lr: float) -> dict:

@@ -156,6 +156,15 @@ class Job:
         self._current = None
         self._t_train: float | None = None
         self.info = run_info(configs)
+        # A study job (``JobManager.submit_study``): ``runner(store, opts, job)`` trains it phase by phase and
+        # returns its summary, kept in ``result``.  ``width_cost`` (seconds per member-step at each width, from
+        # wdscale.cost) makes progress and the live ETA count predicted seconds, not member-steps: a step at
+        # d = 128 costs many at d = 32.
+        self.runner = None
+        self.result: dict | None = None
+        self.width_cost: dict | None = None
+        self.expected_seconds: float | None = None
+        self.done_seconds = 0.0
 
     # -- called from the worker ----------------------------------------------------------------------
     def on_event(self, e: dict) -> None:
@@ -171,7 +180,8 @@ class Job:
             elif t == "start":
                 key = e.get("chunk", ("local", len(self._chunks)))
                 self._current = key
-                self._chunks[key] = {"run_ids": e["run_ids"], "n": e["n_members"], "step": 0}
+                self._chunks[key] = {"run_ids": e["run_ids"], "n": e["n_members"], "step": 0, "width": e["width"],
+                                     "from": e.get("resumed_from") or 0}
                 self.width, self.steps, self.step = e["width"], e["steps"], 0
                 for rid in e["run_ids"]:
                     self.curves.setdefault(rid, [])
@@ -182,6 +192,9 @@ class Job:
                 ch["step"] = max(ch["step"], e["step"])
                 self.step = e["step"]
                 self.done_member_steps = sum(c["n"] * c["step"] for c in self._chunks.values())
+                if self.width_cost:  # only the steps this job trained (a resumed chunk starts past 0)
+                    self.done_seconds = sum(c["n"] * max(0, c["step"] - c["from"]) * self._cost(c["width"])
+                                            for c in self._chunks.values())
                 if t == "step":
                     for rid, loss, alive in zip(ch["run_ids"], e["loss"], e["alive"]):
                         if alive:
@@ -192,6 +205,16 @@ class Job:
     def on_record(self, rec: dict) -> None:
         with self.lock:
             self.records.append(rec)
+
+    def add_configs(self, configs: list[RunConfig]) -> None:
+        """A study job's next phase: its runs get labels for the live curves before they train."""
+        with self.lock:
+            self.configs = self.configs + [c for c in configs if c.run_id not in self.info]
+            self.info.update(run_info(configs))
+
+    def _cost(self, width) -> float:
+        wc = self.width_cost or {}
+        return wc.get(width) or (max(wc.values()) if wc else 1.0)  # a width the plan did not foresee: the dearest
 
     # -- called from the page ------------------------------------------------------------------------
     def _curves(self, live_only: bool) -> dict:
@@ -219,6 +242,12 @@ class Job:
             if self.status == "running" and self._t_train and self.done_member_steps > 0:
                 el = time.time() - self._t_train
                 eta = el / self.done_member_steps * max(0, total - self.done_member_steps)
+            if self.width_cost and self.expected_seconds:
+                # the measured pace against the plan's predicted seconds (a study job's plan is its ETA)
+                total_s = max(self.expected_seconds, self.done_seconds)
+                frac = 1.0 if self.status == "done" else self.done_seconds / total_s
+                if self.status == "running" and self._t_train and self.done_seconds > 0:
+                    eta = (time.time() - self._t_train) / self.done_seconds * (total_s - self.done_seconds)
             return {
                 "id": self.id, "label": self.label, "status": self.status, "error": self.error,
                 "n_runs": len(self.info), "cached": self.cached, "to_train": self.to_train,
@@ -228,6 +257,7 @@ class Job:
                 "records": copy.deepcopy(self.records) if records else [],
                 "curves": self._curves(live_only),
                 "diverged": set(self.diverged), "info": dict(self.info),
+                "result": copy.deepcopy(self.result) if records else None,
             }
 
 
@@ -241,6 +271,20 @@ def default_threads() -> int:
     if env:
         return max(1, int(env))
     return max(1, os.cpu_count() or 1)
+
+
+def _study_runner(spec: dict, steps: int | None):
+    def run(store, opts, job: Job) -> dict:
+        from .demo import run_demo
+
+        try:
+            return run_demo(store, opts, on_event=job.on_event, cancel=job.cancel, on_record=job.on_record,
+                            steps=steps, spec=spec, on_configs=job.add_configs)
+        except Exception:
+            if job.cancel.is_set():  # a cancel mid-phase can leave too little to summarize: that is no error
+                return {"partial": True}
+            raise
+    return run
 
 
 class JobManager:
@@ -267,7 +311,26 @@ class JobManager:
         if not configs:
             raise ValueError("nothing to train")
         preflight(configs, opts.device if opts else self.device)
-        job = Job(uuid.uuid4().hex[:12], configs, label, then, expected_member_steps)
+        return self._start(Job(uuid.uuid4().hex[:12], configs, label, then, expected_member_steps), opts)
+
+    def submit_study(self, spec: dict, steps: int | None = None, label: str = "", opts: TrainOptions | None = None,
+                     expected_seconds: float | None = None, width_cost: dict | None = None) -> str:
+        """Start (or queue) a preset study (``wdscale.demo.run_demo``: the proxy grid, its optimum, then transfer
+        phase by phase) as one job; returns its id, and the snapshot's ``result`` is its summary once done.
+
+        Resumable like every sweep: a rerun after a cancel reads the stored runs and continues the interrupted
+        ensemble from its checkpoint.  ``expected_seconds`` and ``width_cost`` (``cost.phases_eta``) drive the
+        progress bar and the live ETA.  Always in-process (no Ray): run_demo plans its phases here."""
+        from .demo import proxy_configs
+
+        configs = proxy_configs(steps, spec)
+        preflight(configs, opts.device if opts else self.device)
+        job = Job(uuid.uuid4().hex[:12], configs, label or spec.get("name", "study"))
+        job.runner = _study_runner(spec, steps)
+        job.expected_seconds, job.width_cost = expected_seconds, width_cost
+        return self._start(job, opts)
+
+    def _start(self, job: Job, opts: TrainOptions | None) -> str:
         opts = opts or TrainOptions(device=self.device)
         th = threading.Thread(target=self._work, args=(job, opts), daemon=True, name=f"wdscale-job-{job.id}")
         with self._lock:
@@ -297,8 +360,14 @@ class JobManager:
 
                     torch.set_num_threads(self.threads)
                 kw = dict(executor="ray", address=self.ray_address) if self.ray_address else {}
-                recs = run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
-                                 on_record=job.on_record, **kw)
+                if job.runner is not None:
+                    result = job.runner(store, opts, job)
+                    with job.lock:
+                        job.result = result
+                    recs = []
+                else:
+                    recs = run_sweep(job.configs, store, opts, on_event=job.on_event, cancel=job.cancel,
+                                     on_record=job.on_record, **kw)
                 if job.then is not None and not job.cancel.is_set():
                     more = job.then(recs)
                     with job.lock:

@@ -83,3 +83,18 @@ def epochs(spec: dict, steps: int | None = None) -> float | None:
 
     n = spec["common"].get("train_bytes") or len(split(load_corpus(spec["common"].get("corpus", "stdlib")))[0])
     return bytes_per_step(spec) * (steps or spec["steps"]) / n
+
+
+def data_slice(spec: dict, steps: int | None = None) -> dict | None:
+    """What a Transformer preset reads: bytes per step, bytes read by one run, the training bytes it draws from
+    (the slice, or the whole training split) and the passes over them (``epochs``); None for the synthetic
+    model."""
+    if spec["model"] != "transformer":
+        return None
+    from .data import load_corpus, split
+
+    c = spec["common"]
+    n = c.get("train_bytes") or len(split(load_corpus(c.get("corpus", "stdlib")))[0])
+    s = steps or spec["steps"]
+    return {"bytes_per_step": bytes_per_step(spec), "bytes_read": bytes_per_step(spec) * s, "train_bytes": int(n),
+            "sliced": bool(c.get("train_bytes")), "epochs": epochs(spec, s)}
