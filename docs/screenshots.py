@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-PAGES = {"home": "", "tour": "tour", "train": "train", "spectra": "spectra", "transfer": "transfer", "steady_state": "steady_state",
+PAGES = {"home": "", "tour": "tour", "train": "train", "spectra": "spectra", "transfer": "transfer", "regimes": "regimes",
+         "steady_state": "steady_state",
          "diagnostics": "diagnostics", "runs": "runs"}
 
 

@@ -154,3 +154,24 @@ def test_exported_tour_renders_offline(tmp_path):
         browser.close()
     assert drawn == res["figures"] == 7
     assert asked == [] and errors == []
+
+
+def test_regimes_page_compares_the_reference_studies(tmp_path):
+    """The Regimes page reads the gallery's reference studies (no training) and draws both comparisons."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from wdscale import gallery
+
+    present, _ = gallery.reference_regimes()
+    with shots.streamlit_server(tmp_path / "runs", {"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(url + "/regimes")
+        expect(page.get_by_role("heading", name="The regime decides the rule")).to_be_visible(timeout=60_000)
+        charts = page.locator('[data-testid="stPlotlyChart"]')
+        expect(charts).to_have_count(2, timeout=60_000)
+        for s in present:  # every reference study's verdict sentence is on the page
+            expect(page.get_by_text(s["name"], exact=False).first).to_be_visible()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "regimes.png"), full_page=True)
+        browser.close()

@@ -128,3 +128,27 @@ def test_more_seeds_extend_a_preset_study_without_moving_its_proxy():
     one = {c.run_id for c in transfer_configs(0.008, 0.3, spec=presets.get("lm"))}
     assert one < {c.run_id for c in transfer_configs(0.008, 0.3, spec=spec)}  # seed 0's runs are reused
     assert proxy_seeds(presets.get("synthetic")) == presets.get("synthetic")["seeds"]  # the demo: every seed
+
+
+def test_the_regime_comparison_equals_wdscale_report_on_each_reference_study():
+    """The Regimes page's drifts and CIs are `wdscale report`'s, study by study (one verdict code path)."""
+    import json
+    import subprocess
+    import sys
+
+    from wdscale import gallery
+
+    studies, _ = gallery.reference_regimes()
+    assert any(s["name"] == "synthetic-4w" for s in studies)  # always shipped
+    for s in studies:
+        path = gallery._ref_dir(s["name"])
+        p = subprocess.run([sys.executable, "-m", "wdscale", "report", str(path), "--format", "json"],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        rep = {v["rule"]: v for v in json.loads(p.stdout)["verdicts"]
+               if math.isclose(v["wd"], s["lam0"], rel_tol=1e-9) and len(v["widths"]) >= 2}
+        assert set(rep) == set(s["rules"]), s["name"]
+        for rule, r in s["rules"].items():
+            assert r["drift"] == pytest.approx(rep[rule]["drift"], abs=1e-9), (s["name"], rule)
+            assert r["drift_ci"] == pytest.approx(rep[rule]["drift_ci"], abs=1e-9)
+            assert r["verdict"] == rep[rule]["verdict"]

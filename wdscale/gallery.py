@@ -496,7 +496,7 @@ def reference_regimes(names=REFERENCE_REGIMES, root=None) -> tuple[list[dict], l
     for n in names:
         try:
             ref = open_reference(n, root)
-        except GalleryError:
+        except (GalleryError, BadInput):  # not built in this checkout
             missing.append(n)
             continue
         m = ref.manifest
