@@ -2,6 +2,8 @@
 import json
 import math
 
+import pytest
+
 from wdscale.cli import main
 
 KEYS = ["peak_gflops", "mfu_d64", "mfu_d128", "mfu_d256", "ensemble_speedup_d64", "ensemble_speedup_d128",
@@ -23,8 +25,45 @@ def test_bench_json_has_every_key_with_sane_types(capsys):
         assert set(t) >= {"target", "value", "pass"}, k
         assert t["pass"] is None if t["value"] is None else isinstance(t["pass"], bool)
     # pass/fail agrees with the value and the threshold
-    sp = r["targets"]["ensemble_speedup_d64"]
-    assert sp["pass"] == (sp["value"] >= 4.0)
+    for k in ("tf_study_flop_ratio", "tf_study_eta_s"):
+        t = r["targets"][k]
+        assert t["value"] == r[k] and t["pass"] == (r[k] <= {"tf_study_flop_ratio": 2.0, "tf_study_eta_s": 1200}[k])
+    # the ensemble speedups are measured but retired as targets
+    assert not any(k.startswith("ensemble_speedup") for k in r["targets"])
+
+
+def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):
+    """The ratio's denominator is the one cost model's FLOPs of the ensemble the lm study really trains."""
+    from wdscale import cost, presets
+    from wdscale.bench import TF_LAM0, format_report, tf_study_configs
+    from wdscale.demo import proxy_configs
+    from wdscale.sweep import plan
+
+    spec = presets.get("lm")
+    cs = tf_study_configs()
+    _, chunks = plan(cs, None)
+    widest = max(chunks, key=lambda c: c[0].width)
+    # the widest ensemble: rules incl. fitted x lr octaves x seeds
+    assert widest[0].width == max(spec["widths"]) and cost.members(widest) == \
+        (len(spec["rules"]) + 1) * len(spec["lr_octaves"]) * len(spec["seeds"])
+    assert {c.rule for c in widest} == {"mup", "wd", "indep", "fitted"} and {c.wd for c in widest} == {TF_LAM0}
+    assert all(c.schedule == "cosine" and c.depth == 2 and c.seq_len == 64 for c in cs)
+    narrow = min(chunks, key=lambda c: c[0].width)
+    assert cost.members(narrow) == len(proxy_configs(spec=spec))  # every d=32 transfer run is a twin of the grid's
+    assert main(["bench", "--json", "--test-tiny"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["tf_study_width"] == 128 and r["tf_study_width_narrow"] == 32
+    for k in ("tf_study_flop_ratio", "tf_study_flop_ratio_narrow", "tf_study_eta_s"):
+        assert isinstance(r[k], float) and math.isfinite(r[k]) and r[k] > 0, (k, r[k])
+    # tiny times four members: the ratio is that step over those members' FLOPs at the measured peak
+    four = widest[:4]
+    flops = cost.step_flops(four[0], cost.members(four))
+    assert r["tf_study_gflop_per_step"] == pytest.approx(flops / 1e9)
+    assert r["tf_study_flop_ratio"] == pytest.approx(r["tf_study_step_ms"] / 1e3 / (flops / (r["peak_gflops"] * 1e9)))
+    assert r["tf_study_runs"] == len({c.run_id for c in cs}) and r["tf_study_eta_s"] == pytest.approx(
+        sum(r["tf_study_eta_per_width_s"].values()))
+    text = format_report(r)
+    assert "lm study ETA (1 seed, cost model)" in text and "lm study: widest step / its FLOPs at peak" in text
 
 
 def test_bench_rejects_unknown_device(capsys):

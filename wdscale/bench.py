@@ -15,7 +15,14 @@ what is measured is what a sweep or the app pays:
 * ``demo_flops``  its counted matmul FLOPs (6 x batch x matrix weights per member-step, twins at m = 1 once);
 * ``demo_flop_ratio``  demo wall time / (demo_flops / the matmul peak at the demo's thread count): 1 would be
   every second spent in peak-rate matmuls;
-* ``demo_min_steps_over_tau``  the demo's shortest run in tau = 1/(eta*lam) of its matrix class.
+* ``demo_min_steps_over_tau``  the demo's shortest run in tau = 1/(eta*lam) of its matrix class;
+* ``tf_study_flop_ratio``  the ``lm`` preset's ensemble step at its widest width (every member it trains there:
+  rules incl. ``fitted`` x lr octaves x seeds) / that step's counted FLOPs (``cost.step_flops``) at the matmul
+  peak; ``tf_study_flop_ratio_narrow`` the same at the narrowest width (the proxy's eta x lam grid);
+* ``tf_study_eta_s``  the 1-seed ``lm`` study's ETA from the one cost model (``cost.study_eta``, calibrated now).
+
+The ensemble speedups are still measured but no longer targets: one member of the synthetic core v2 is already
+one GEMM per layer, so batching members has little left to win.
 
 Step times are medians over the measured steps (snapshot and eval steps are outliers the median drops);
 each measurement is repeated and the best repeat kept, since a shared machine only ever makes things slower.
@@ -29,14 +36,18 @@ import time
 import torch
 
 TARGETS = {  # key -> (comparison, threshold, label)
-    "ensemble_speedup_d64": (">=", 4.0, "ensemble speedup, 8 members, d=64"),
-    "ensemble_speedup_d128": (">=", 2.5, "ensemble speedup, 8 members, d=128"),
     "mfu_d256": (">=", 0.70, "Transformer MFU at d=256"),
     "spectra_overhead_pct": ("<=", 5.0, "spectra share of step time (%)"),
     "demo_seconds": ("<=", 60.0, "steady-state demo wall time (s)"),
     "demo_flop_ratio": ("<=", 2.0, "demo wall time / (its matmul FLOPs at peak)"),
     "demo_min_steps_over_tau": (">=", 3.0, "demo: shortest run in tau = 1/(eta lam)"),
+    "tf_study_flop_ratio": ("<=", 2.0, "lm study: widest step / its FLOPs at peak"),
+    "tf_study_eta_s": ("<=", 1200.0, "lm study (1 seed): ETA (s)"),
 }
+# The lm probe's proxy optimum (issue 19).  The fitted rule's b is set off the named rules' 0, 0.5 and 1: a b equal
+# to one of them makes its members twins of that rule's (trained once), which would time a cheaper study than a
+# measured alpha_hat gives.
+TF_ETA0, TF_LAM0, TF_FITTED_B = 0.016, 0.1, 0.6
 WIDTHS = (64, 128, 256)
 N_ENSEMBLE = 8
 
@@ -222,6 +233,56 @@ def transformer_mfu(width: int, steps: int, dev: torch.device, peak: float, reps
             "batch": c.batch_size or transformer.DEFAULT_BATCH}
 
 
+def tf_study_configs(spec: dict | None = None) -> list:
+    """Every config of a 1-seed ``lm`` study at an assumed proxy optimum: the proxy grid, the named rules and the
+    fitted rule at every width (the measured optimum moves the lrs, not the ensembles' shapes or counts)."""
+    from . import presets
+    from .demo import proxy_configs, transfer_configs
+
+    spec = spec or presets.get("lm")
+    return (proxy_configs(spec=spec) + transfer_configs(TF_ETA0, TF_LAM0, spec=spec)
+            + transfer_configs(TF_ETA0, TF_LAM0, spec=spec, rules=["fitted"], a=1.0, b=TF_FITTED_B))
+
+
+def tf_study_bench(dev: torch.device, peak: float, steps: int, reps: int, tiny: bool = False,
+                   cals: dict | None = None) -> dict:
+    """The ``lm`` preset's ensembles as its sweep plans them (``sweep.plan``): the widest and the narrowest, each
+    timed for a few steps through the trainer; their step time over the counted FLOPs at ``peak``; and the whole
+    study's ETA (``cost.study_eta``).  ``tiny`` (tests): four members, numbers meaningless."""
+    import dataclasses
+
+    from . import cost
+    from .sweep import plan
+
+    configs = tf_study_configs()
+    _, chunks = plan(configs, None)
+    out = {}
+    for key, chunk in (("", max(chunks, key=lambda c: (c[0].width, len(c)))),
+                       ("_narrow", min(chunks, key=lambda c: (c[0].width, -len(c))))):
+        chunk = [dataclasses.replace(c, steps=steps) for c in (chunk[:4] if tiny else chunk)]
+        n = cost.members(chunk)  # twins (every mu-P rule at m = 1) train once
+        best = float("inf")
+        for _ in range(reps):
+            _, t = timed_train(chunk, dev, spectra_every=10 ** 9)
+            best = min(best, t)
+        flops = cost.step_flops(chunk[0], n)
+        out[f"tf_study_flop_ratio{key}"] = best / (flops / (peak * 1e9))
+        out[f"tf_study_width{key}"] = chunk[0].width
+        out[f"tf_study_members{key}"] = n
+        out[f"tf_study_step_ms{key}"] = 1e3 * best
+        out[f"tf_study_gflop_per_step{key}"] = flops / 1e9
+    eta = cost.study_eta(configs, device=str(dev), cals=cals)
+    cal = eta["calibration"]["transformer"]
+    # the cost model's own step prediction for the widest ensemble, against what was just measured
+    widest = max(chunks, key=lambda c: (c[0].width, len(c)))
+    pred = cal["a_s"] + cal["b_s_per_flop"] * cost.step_flops(widest[0], cost.members(widest))
+    out.update(tf_study_eta_s=eta["seconds"], tf_study_runs=len({c.run_id for c in configs}),
+               tf_study_members_trained=eta["to_train"], tf_study_steps=configs[0].steps,
+               tf_study_eta_per_width_s={str(w): s for w, s in sorted(eta["per_width"].items())},
+               tf_study_eta_step_over_measured=pred / (out["tf_study_step_ms"] / 1e3))
+    return out
+
+
 def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress=None) -> dict:
     """Run every measurement; return the flat result dict (what ``--json`` prints)."""
     from .config import pick_device
@@ -273,6 +334,14 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
             out["transformer_ensemble_max_abs_diff"] = max(out.get("transformer_ensemble_max_abs_diff", 0.0),
                                                            r["max_abs_diff"])
 
+    say("lm study ensembles and ETA")
+    from . import cost
+
+    # the ETA's constants measured now, on this load and thread count (tiny: the cached ones, or measured once)
+    cals = None if tiny else {"transformer": cost.calibrate("transformer", str(dev), refresh=True)}
+    out.update(tf_study_bench(dev, out["peak_gflops"], 3 if tiny else (5 if quick else 8), 1 if tiny else
+                              min(reps, 2), tiny, cals))
+
     say("demo sweep")
     out.update(demo_bench(dev, tiny))
     out["load_avg_end"] = _load()  # other processes on the machine slow every number down: say how busy it was
@@ -321,6 +390,15 @@ def format_report(r: dict) -> str:
                  f"{r['demo_peak_gflops']:.0f} GFLOP/s matmul peak; "
                  f"shortest run {r['demo_min_steps_over_tau']:.1f} tau; "
                  f"spectra {r['spectra_overhead_pct']:.1f}% of step time")
+    if "tf_study_flop_ratio" in r:
+        lines.append(f"  lm study ensembles ({r['tf_study_steps']} steps, {r['tf_study_runs']} runs): "
+                     f"d={r['tf_study_width']} x {r['tf_study_members']} members {r['tf_study_step_ms']:.0f} ms/step "
+                     f"for {r['tf_study_gflop_per_step']:.1f} GFLOP = {r['tf_study_flop_ratio']:.2f}x its time at "
+                     f"peak; d={r['tf_study_width_narrow']} x {r['tf_study_members_narrow']} members "
+                     f"{r['tf_study_step_ms_narrow']:.0f} ms/step = {r['tf_study_flop_ratio_narrow']:.2f}x")
+        per = ", ".join(f"d={w}: {s:.0f} s" for w, s in r["tf_study_eta_per_width_s"].items())
+        lines.append(f"  lm study ETA (1 seed, cost model): {r['tf_study_eta_s']:.0f} s ({per}); the model's "
+                     f"widest step = {r['tf_study_eta_step_over_measured']:.2f}x the measured one")
     lines += ["", f"  {'target':40} {'wanted':>8} {'measured':>10}  result"]
     for k, t in r["targets"].items():
         v = t["value"]
