@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, demo, plots
+from wdscale import analysis, demo, plots, regimes
 from wdscale.demo import DEMO
 from wdscale.jobs import demo_configs, demo_member_steps, demo_then
 from wdscale.rules import symbolic
@@ -37,6 +37,20 @@ with right:
     st.markdown("| rule | matrix η | matrix λ |\n|---|---|---|\n" + "\n".join(
         f"| `{r}` | {' | '.join(symbolic(r))} |" for r in ("sp", "mup", "wd", "indep")))
     st.caption("generated from the rule table, wdscale/rules.py; `wd` is Fan et al.'s rule")
+
+
+
+@st.cache_data(show_spinner=False)
+def _regimes():
+    from wdscale import gallery
+
+    return gallery.reference_regimes()
+
+
+studies, _missing = _regimes()
+if studies:
+    st.markdown("**The regime decides the rule** (reference studies, no training; details on the Regimes page): " +
+                "; ".join(regimes.short_finding(s) for s in studies) + ".")
 
 st.divider()
 st.subheader("Demo: see it in one click")

@@ -490,6 +490,7 @@ REFERENCE_REGIMES = ("tf-lm", "tf-epochs", "synthetic-4w")
 
 def reference_regimes(names=REFERENCE_REGIMES, root=None) -> tuple[list[dict], list[str]]:
     """(study_regime dicts of the gallery studies present, names missing).  Read-only: nothing trains."""
+    from .presets import PRESETS
     from .regimes import study_regime
 
     out, missing = [], []
@@ -501,7 +502,9 @@ def reference_regimes(names=REFERENCE_REGIMES, root=None) -> tuple[list[dict], l
             continue
         m = ref.manifest
         recs = ref.records()
-        out.append({**study_regime(recs, eta0=m.get("eta0"), name=n, regime=m.get("regime") or m.get("title", n),
+        regime = m.get("regime") or (PRESETS["synthetic"]["regime"] if recs and recs[0].get("model") == "synthetic"
+                                     else m.get("title", n))
+        out.append({**study_regime(recs, eta0=m.get("eta0"), name=n, regime=regime,
                                    train_bytes=(m.get("grid") or {}).get("train_bytes")),
                     "title": m.get("title", n), "seconds": m.get("wall_seconds"), "machine": m.get("machine")})
     return out, missing

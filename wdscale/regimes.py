@@ -178,6 +178,18 @@ def _corpus_train_bytes(rec: dict) -> int | None:
         return None
 
 
+def short_finding(s: dict) -> str:
+    """'tf-lm (LM pretraining ...): smallest drift wd +0.02 [-0.19, +0.17], then indep +0.12 ...' with the verdict."""
+    ranked = sorted((r for r in s["rules"] if r != "fitted"),
+                    key=lambda r: abs(s["rules"][r]["drift"]) if math.isfinite(s["rules"][r]["drift"]) else math.inf)
+    parts = [f"{r} {s['rules'][r]['drift']:+.2f} [{s['rules'][r]['drift_ci'][0]:+.2f}, "
+             f"{s['rules'][r]['drift_ci'][1]:+.2f}]" for r in ranked]
+    seeds = len(s.get("seeds") or [])
+    return (f"{s['name']} ({s['regime']}, {seeds} seed{'s' if seeds != 1 else ''}): drift of the optimal η₀ in "
+            f"octaves per width doubling, smallest first: " + ", ".join(parts) +
+            ("" if s.get("conclusive") else " (inconclusive: CIs overlap or S < 3 at an optimum)"))
+
+
 def regime_sentence(a: dict, b: dict) -> str:
     """One plain sentence with the numbers: which rule transfers best in each regime."""
     def part(s):
