@@ -193,7 +193,7 @@ def test_gallery_regimes_read_the_transformer_studies_beside_the_paper(tmp_path)
 
     S = s["rules"]["wd"]["at_optimum"][128]["S"]
     assert S == pytest.approx(0.016 / 4 * 0.1 * 2 * schedule_sum("cosine", 0.05, 2000, 4.0), rel=0.02)
-    assert len(notes) == 1 and "tf-epochs" in notes[0] and "build_gallery.py tf-epochs" in notes[0]
+    assert len(notes) == 1 and "tf-epochs" in notes[0] and "build_tf_gallery.py tf-epochs --preset lm-epochs" in notes[0]
     table = format_regimes(studies, notes)
     assert "| alpha, mlp down (95% CI) | 0.75 | 0.90 [0.90, 0.90] |" in table
     assert "| best named rule (smallest |drift|) | wd (lam ~ sqrt(d)) | wd |" in table

@@ -28,7 +28,7 @@ from .analysis import fit_power_law, matrix_top_sv, width_exponents
 # Matrix classes by parameter name: the Transformer's l{i}_{wq,wk,wv,wo,w1,w3,w2}; the synthetic core's w1/w2.
 CLASS_OF = {"wq": "attn q", "wk": "attn k", "wv": "attn v", "wo": "attn o", "w1": "mlp gate", "w3": "mlp up",
             "w2": "mlp down"}
-_NAME = re.compile(r"^(?:l|h|b)?\d*_?(wq|wk|wv|wo|w1|w3|w2)$")
+_NAME = re.compile(r"^(?:l|h|b)?\d*_?(wq|wk|wv|wo|w1|w3|w2)(?:_\d+)?$")  # l0_wq; the synthetic core's w1_0
 
 
 def matrix_class(name: str, model: str = "transformer") -> str | None:
@@ -114,9 +114,11 @@ def study_regime(records: list[dict], eta0: float | None = None, name: str = "",
     study = [r for r in recs if lam0 is None or _close(r["wd"], lam0)]
     verdicts = [v for v in transfer_verdict(study, "lr") if len(v["widths"]) >= 2]
     cmp = compare_rules(verdicts)
-    if eta0 is None:
+    if eta0 is None:  # the grid lr nearest the proxy's interpolated optimum (alpha is read at a run's lr)
         px = [v for v in verdicts if v["rule"] == "mup"]
-        eta0 = px[0]["proxy_x_opt"] if px else None
+        x = px[0]["proxy_x_opt"] if px else None
+        lrs = sorted({r["lr"] for r in study})
+        eta0 = min(lrs, key=lambda v: abs(math.log(v / x))) if x and lrs else None
     bps = _bytes_per_step(recs[0])
     tb = train_bytes or recs[0].get("train_bytes") or _corpus_train_bytes(recs[0])
     rules = {}

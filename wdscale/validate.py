@@ -335,7 +335,7 @@ def gallery_regimes(root=None) -> tuple[list[dict], list[str]]:
         except BadInput:
             if name.startswith("tf-"):
                 notes.append(f"Transformer reference study {name} ({preset} preset) is missing from the gallery: "
-                             f"build it with `python scripts/build_gallery.py {name}`; once shipped, "
+                             f"build it with `python scripts/build_tf_gallery.py {name} --preset {preset}`; once shipped, "
                              f"`wdscale gallery reproduce {name} --out DIR` retrains it")
             continue
         except GalleryError as e:
