@@ -19,7 +19,23 @@ Sections, all through the project's own code (``train_ensemble``, the ensemble m
 5. ``mfu``          Transformer MFU at d=512 and d=1024 (depth 4, seq 128, batch 16, as ``wdscale bench``), 1 and
                     8 members, bf16 autocast: ``transformer.flops_per_step`` / median step time / measured bf16 peak
                     (and / the datasheet peak);
-6. ``synthetic``    synthetic ensemble step time at d=64/256/1024 with 30 members (fp32).
+6. ``synthetic``    synthetic ensemble step time at d=64/256/1024 with 30 members (fp32);
+7. ``flash``        whether the Transformer's attention can take the flash SDPA kernel under bf16 autocast: the
+                    q/k/v it hands SDPA (dtype, strides), ``can_use_flash_attention`` on CUDA, and one forward +
+                    backward with only the flash backend allowed;
+8. ``mfu_compile``  MFU at d=1024 with 8 members (depth 4, seq 128, batch 16), bf16 autocast, flash SDPA: eager,
+                    and ``TrainOptions(compile=True)`` in mode ``default`` (inductor) and ``reduce-overhead``
+                    (inductor + CUDA graphs); compile time (first step over eager's) and forward + backward alone;
+                    target MFU >= 40% of the measured bf16 peak;
+9. ``study_lm``     the LM preset's 3-seed study on this GPU: every ensemble of its plan (``demo.proxy_configs`` /
+                    ``transfer_configs``, seeds 0, 1, 2) timed for a few steps, fp32 eager, bf16 eager and bf16
+                    compiled (CUDA graphs), plus one spectra snapshot and one eval; extrapolated to the preset's
+                    steps, and through ``wdscale.cost`` with constants fitted to these measurements;
+10. ``mfu_autotune`` the d=1024 x 8 step compiled with ``max-autotune-no-cudagraphs`` (last: its autotuning is the
+                    slowest compile; a run cut short loses only this).
+
+Compiled kernels go to a scratch inductor cache (``WDSCALE_CACHE`` is set to a temporary folder unless given), so
+every compile time here is a cold one: what a first-time user waits.
 
 Nothing here claims a GPU number it did not measure: a section that failed or was skipped says so.
 """
@@ -29,6 +45,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -63,6 +80,9 @@ SIZES = {
         eq_syn=dict(width=128, steps=30), eq_tf=dict(width=128, depth=2, seq_len=64, batch_size=8, steps=8),
         mfu_widths=(512, 1024), mfu_members=(1, 8), mfu_steps=25,
         syn_widths=(64, 256, 1024), syn_members=30, syn_steps=60,
+        mc=dict(width=1024, depth=4, seq_len=128, batch_size=16), mc_members=8, mc_steps=30,
+        mc_modes=("default", "reduce-overhead"), autotune_mode="max-autotune-no-cudagraphs",
+        study_preset="lm", study_seeds=(0, 1, 2), study_steps=24, study_cap=None, study_compile=True,
     ),
     "cpu-smoke": dict(
         peak_n=(128,), peak_reps=2,
@@ -70,6 +90,10 @@ SIZES = {
         eq_syn=dict(width=32, steps=4), eq_tf=dict(width=32, depth=1, seq_len=16, batch_size=2, steps=3),
         mfu_widths=(32, 64), mfu_members=(1, 2), mfu_steps=4,
         syn_widths=(16, 32, 64), syn_members=4, syn_steps=4,
+        # compile on the CPU costs ~40 s per shape cold: only with --smoke-compile (tests mark that run slow)
+        mc=dict(width=32, depth=1, seq_len=16, batch_size=2), mc_members=2, mc_steps=6,
+        mc_modes=(), autotune_mode=None,
+        study_preset="lm", study_seeds=(0,), study_steps=4, study_cap=1, study_compile=False,
     ),
 }
 
@@ -141,7 +165,8 @@ def rel_diff(a, b) -> float:
 def sec_env(ctx) -> dict:
     dev = ctx["dev"]
     out = {"device": str(dev), "torch": torch.__version__, "cuda_build": torch.version.cuda,
-           "python": platform.python_version(), "host": platform.node(), "cpu_threads": torch.get_num_threads()}
+           "python": platform.python_version(), "host": platform.node(), "cpu_threads": torch.get_num_threads(),
+           "wdscale_cache": os.environ.get("WDSCALE_CACHE")}
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
         out.update(device_name=torch.cuda.get_device_name(dev), capability=f"{p.major}.{p.minor}",
@@ -348,8 +373,292 @@ def sec_synthetic(ctx) -> dict:
             "rows": rows}
 
 
+def left_s(ctx) -> float:
+    """Seconds of the time budget left (sections with several compiles stop early instead of overrunning)."""
+    return ctx["deadline"] - time.perf_counter()
+
+
+def mc_configs(ctx, n: int, steps: int | None = None):
+    """The MFU-with-compile shape: d=1024, depth 4, seq 128, batch 16 on the GPU (tiny in smoke mode)."""
+    from wdscale.train import RunConfig
+
+    S = ctx["S"]
+    return [RunConfig(model="transformer", base_width=min(64, S["mc"]["width"]), rule="mup", lr=3e-3 * (1 + i / 8),
+                      wd=0.1, steps=steps or S["mc_steps"], seed=i, corpus=ctx["corpus"], **S["mc"])
+            for i in range(n)]
+
+
+def timed_train(cs, dev, skip: int = 5, **opt_kw) -> dict:
+    """Train cs once through train_ensemble: median step after ``skip`` (compiled code and CUDA graphs are
+    built and recorded on the first calls), the first step's wall time (compile included), last losses."""
+    from wdscale.train import TrainOptions, train_ensemble
+
+    clock = Clock(dev)
+    t0 = time.perf_counter()
+    with NoSpectra():
+        r = train_ensemble(cs, TrainOptions(device=str(dev), n_evals=1, spectra_every=10 ** 9, callbacks=[clock],
+                                            **opt_kw))
+    return {"step_s": clock.median(skip), "first_step_s": clock.stamps[0] - t0, "wall_s": time.perf_counter() - t0,
+            "last_loss": [x["train_loss"][-1] for x in r]}
+
+
+def fwd_bwd_s(cs, dev, reps: int = 8) -> float:
+    """Forward + backward alone (bf16 autocast, eager), no optimizer: how much of a step is the model."""
+    from wdscale.train import build
+
+    model, data = build(cs[0], len(cs), dev)
+    for i, c in enumerate(cs):
+        model.init_member(i, c.seed, c.resolved())
+    batch = next(data)
+    for i in range(reps + 3):
+        if i == 3:
+            sync(dev)
+            t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = model.loss(batch)
+        loss.sum().backward()
+        model.zero_grad(set_to_none=True)
+    sync(dev)
+    return (time.perf_counter() - t0) / reps
+
+
+def sec_flash(ctx) -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wdscale.train import build
+
+    dev = ctx["dev"]
+    c = mc_configs(ctx, 1)[0]
+    model, data = build(c, 1, dev)
+    model.init_member(0, c.seed, c.resolved())
+    batch = next(data)
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *a, **kw):
+        seen.append((q.detach(), k.detach(), v.detach(), kw))
+        return real(q, k, v, *a, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            model.loss(batch)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real
+    q, k, v, kw = seen[0]
+    out = {"config": {"width": c.width, "head_dim": c.head_dim, "seq_len": c.seq_len},
+           "dtypes": sorted({str(t.dtype) for t in (q, k, v)}), "shape": list(q.shape),
+           "last_dim_strides": [t.stride(-1) for t in (q, k, v)], "attn_mask": kw.get("attn_mask") is not None,
+           "is_causal": bool(kw.get("is_causal")), "scale": kw.get("scale")}
+    del seen
+    if dev.type == "cuda":
+        try:
+            params = torch.backends.cuda.SDPAParams(q, k, v, None, 0.0, True, False)
+        except TypeError:  # older torch: no enable_gqa
+            params = torch.backends.cuda.SDPAParams(q, k, v, None, 0.0, True)
+        for name in ("flash", "efficient", "cudnn"):
+            fn = getattr(torch.backends.cuda, f"can_use_{name}_attention", None)
+            if fn is not None:
+                out[f"can_use_{name}"] = bool(fn(params, debug=True))
+    # only the flash backend allowed: an input it cannot take raises here instead of falling back to math
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), torch.autocast(dev.type, dtype=torch.bfloat16):
+        loss = model.loss(batch)
+    loss.sum().backward()
+    out["flash_forward_backward"] = bool(torch.isfinite(loss).all())
+    out["pass"] = bool(out["flash_forward_backward"] and out["dtypes"] == ["torch.bfloat16"]
+                       and out.get("can_use_flash", True))
+    return out
+
+
+def _mfu_row(name: str, t: dict, flops: float, ctx, eager_first: float | None) -> dict:
+    peak = ctx["peak_bf16"]
+    row = {"variant": name, "step_ms": 1e3 * t["step_s"], "achieved_tflops": flops / t["step_s"] / 1e12,
+           "mfu_vs_measured_bf16_peak": flops / t["step_s"] / 1e12 / peak, "first_step_s": t["first_step_s"],
+           "wall_s": t["wall_s"], "last_loss": t["last_loss"]}
+    if eager_first is not None:
+        row["compile_s"] = t["first_step_s"] - eager_first
+    say(f"  {name}: {row['step_ms']:.2f} ms/step, MFU {row['mfu_vs_measured_bf16_peak']:.1%}"
+        + (f", compile {row['compile_s']:.1f} s" if "compile_s" in row else ""))
+    return row
+
+
+def sec_mfu_compile(ctx) -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wdscale import transformer
+
+    dev, S = ctx["dev"], ctx["S"]
+    if not ctx.get("peak_bf16"):
+        raise RuntimeError("no measured bf16 peak (the peak section failed)")
+    E = S["mc_members"]
+    cs = mc_configs(ctx, E)
+    flops = transformer.flops_per_step(cs[0], E)
+    rows = [_mfu_row("eager, SDPA's own kernel choice", timed_train(cs, dev, amp=True), flops, ctx, None)]
+    out = {"config": {**S["mc"], "members": E, "steps": S["mc_steps"]}, "model_tflop_per_step": flops / 1e12,
+           "peak_bf16_tflops_measured": ctx["peak_bf16"], "target_mfu": 0.40,
+           "fwd_bwd_ms_eager": 1e3 * fwd_bwd_s(cs, dev), "rows": rows}
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # flash only: an ineligible input fails instead of falling back
+        eager = timed_train(cs, dev, amp=True)
+        rows.append(_mfu_row("eager, flash SDPA", eager, flops, ctx, None))
+        for mode in S["mc_modes"]:
+            name = f"compile {mode}, flash SDPA"
+            if left_s(ctx) < 60:
+                rows.append({"variant": name, "skipped": "time budget spent"})
+                continue
+            t = timed_train(cs, dev, amp=True, compile=True, compile_mode=mode)
+            row = _mfu_row(name, t, flops, ctx, eager["first_step_s"])
+            row["max_last_loss_rel_diff_vs_eager"] = max(abs(a - b) / abs(b) for a, b in
+                                                         zip(t["last_loss"], eager["last_loss"]))
+            rows.append(row)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    best = max((r for r in rows if "step_ms" in r), key=lambda r: r["mfu_vs_measured_bf16_peak"])
+    out.update(best=best["variant"], best_mfu=best["mfu_vs_measured_bf16_peak"],
+               target_met=bool(best["mfu_vs_measured_bf16_peak"] >= 0.40))
+    return out
+
+
+def sec_mfu_autotune(ctx) -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wdscale import transformer
+
+    dev, S = ctx["dev"], ctx["S"]
+    mode = S["autotune_mode"]
+    if not mode:
+        return {"skipped": "no autotune in this mode"}
+    if left_s(ctx) < 150:
+        return {"skipped": f"less than 150 s of the time budget left ({left_s(ctx):.0f} s)"}
+    E = S["mc_members"]
+    cs = mc_configs(ctx, E)
+    flops = transformer.flops_per_step(cs[0], E)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        eager = timed_train(cs, dev, amp=True)
+        t = timed_train(cs, dev, amp=True, compile=True, compile_mode=mode)
+    return {"config": {**S["mc"], "members": E}, "rows": [_mfu_row(f"compile {mode}, flash SDPA", t, flops, ctx,
+                                                                    eager["first_step_s"])]}
+
+
+def study_chunks(spec: dict, corpus: str):
+    """The ensembles the preset's study trains, in its order: proxy grid, transfer at the two smallest widths,
+    then the fitted rule at every width with the widest widths (as ``demo.run_demo``; a later phase reuses the
+    runs an earlier one stored).  (eta0, lam0) and the fitted b are placeholders: the plan's shapes do not
+    depend on them."""
+    import dataclasses
+
+    from wdscale import demo
+    from wdscale.sweep import plan
+
+    eta0, lam0 = spec["proxy_lrs"][len(spec["proxy_lrs"]) // 2], spec["proxy_wds"][len(spec["proxy_wds"]) // 2]
+    small = sorted(spec["widths"])[:2]
+    rest = [w for w in spec["widths"] if w not in small]
+    phases = [demo.proxy_configs(spec=spec), demo.transfer_configs(eta0, lam0, spec=spec, widths=small),
+              demo.transfer_configs(eta0, lam0, spec=spec, rules=["fitted"], a=1.0, b=0.3)
+              + (demo.transfer_configs(eta0, lam0, spec=spec, widths=rest) if rest else [])]
+    seen, chunks = set(), []
+    for ph in phases:
+        ph = [dataclasses.replace(c, corpus=corpus) for c in ph]
+        chunks += plan([c for c in ph if c.run_id not in seen], None)[1]
+        seen |= {c.run_id for c in ph}
+    return chunks
+
+
+def _snapshot_and_eval_s(cs, dev) -> tuple[float, float]:
+    from wdscale.ensemble import singular_values
+    from wdscale.train import build, val_loss
+
+    model, data = build(cs[0], len(cs), dev)
+    snap = ev = float("inf")
+    for _ in range(2):  # the first call pays solver and kernel set-up
+        sync(dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for w in model.matrices().values():
+                singular_values(w.detach()).cpu()
+        sync(dev)
+        t1 = time.perf_counter()
+        val_loss(model, data).cpu()
+        sync(dev)
+        snap, ev = min(snap, t1 - t0), min(ev, time.perf_counter() - t1)
+    return snap, ev
+
+
+def sec_study_lm(ctx) -> dict:
+    import dataclasses
+
+    from wdscale import cost, presets
+    from wdscale.cost import format_seconds, members
+    from wdscale.train import eval_steps
+
+    dev, S = ctx["dev"], ctx["S"]
+    spec = dict(presets.get(S["study_preset"]), seeds=tuple(S["study_seeds"]))
+    chunks = study_chunks(spec, ctx["corpus"])
+    variants = [("fp32 eager", {}), ("bf16 eager", {"amp": True})]
+    if S["study_compile"]:
+        variants.append(("bf16 compiled (CUDA graphs)" if dev.type == "cuda" else "bf16 compiled",
+                         {"amp": True, "compile": True}))
+    shapes = {}
+    for ch in chunks:
+        shapes.setdefault((ch[0].width, members(ch)), ch)
+    rows = []
+    for (width, n), ch in sorted(shapes.items()):
+        cs = [dataclasses.replace(c, steps=S["study_steps"]) for c in ch[:S["study_cap"] or len(ch)]]
+        row = {"width": width, "members": n, "members_timed": len(cs), "flops_per_step": cost.step_flops(cs[0], n),
+               "svd_units": cost.svd_units(cs[0], len(cs))}
+        row["snapshot_s"], row["eval_s"] = _snapshot_and_eval_s(cs, dev)
+        eager_first = None
+        for name, kw in variants:
+            if kw.get("compile") and left_s(ctx) < 45:
+                row[name] = {"skipped": "time budget spent"}
+                continue
+            t = timed_train(cs, dev, skip=min(5, S["study_steps"] - 2), **kw)
+            row[name] = {"step_ms": 1e3 * t["step_s"], "first_step_s": t["first_step_s"]}
+            if kw.get("amp") and not kw.get("compile"):
+                eager_first = t["first_step_s"]
+            if kw.get("compile") and eager_first is not None:
+                row[name]["compile_s"] = t["first_step_s"] - eager_first
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
+        say(f"  d={width} x {n}: " + ", ".join(f"{k} {v['step_ms']:.1f} ms" for k, v in row.items()
+                                               if isinstance(v, dict) and "step_ms" in v))
+    by_shape = {(r["width"], r["members"]): r for r in rows}
+    steps = spec["steps"]
+    totals = {}
+    for name, _ in variants:
+        if any("step_ms" not in r[name] for r in rows):
+            totals[name] = {"not measured": "a shape was skipped (time budget)"}
+            continue
+        train = sum(steps * by_shape[(ch[0].width, members(ch))][name]["step_ms"] / 1e3 for ch in chunks)
+        extra = sum(cost.n_snapshots(steps) * by_shape[(ch[0].width, members(ch))]["snapshot_s"]
+                    + len(eval_steps(steps)) * by_shape[(ch[0].width, members(ch))]["eval_s"] for ch in chunks)
+        comp = sum(r[name].get("compile_s", 0.0) for r in rows)  # each shape compiles once per cold cache
+        tot = {"train_s": train, "snapshots_evals_s": extra, "compile_s": comp, "study_s": train + extra + comp}
+        # wdscale.cost's model (a + b FLOPs per step, SVD units per snapshot) fitted to these measurements
+        pts = [(r["flops_per_step"], r[name]["step_ms"] / 1e3) for r in rows]
+        if len(pts) >= 2:
+            import numpy as np
+
+            b, a = np.polyfit([f for f, _ in pts], [t for _, t in pts], 1)
+            cal = {"a_s": max(0.0, float(a)), "b_s_per_flop": max(0.0, float(b)),
+                   "c_s_per_svd_unit": statistics.median(r["snapshot_s"] / r["svd_units"] for r in rows)}
+            tot["cost_model_s"] = sum(cost.chunk_seconds(dataclasses.replace(ch[0], steps=steps), members(ch), cal)
+                                      for ch in chunks) + comp
+            tot["cost_model_fit"] = {"a_s": cal["a_s"], "b_s_per_flop": cal["b_s_per_flop"]}
+        tot["study"] = format_seconds(tot["study_s"])
+        totals[name] = tot
+        say(f"  {name}: study {tot['study']} ({tot['study_s']:.0f} s)")
+    return {"preset": spec["name"], "seeds": list(spec["seeds"]), "steps": steps, "steps_timed": S["study_steps"],
+            "ensembles": [(ch[0].width, len(ch), members(ch)) for ch in chunks],
+            "capped": S["study_cap"], "rows": rows, "totals": totals,
+            "placeholder": "(eta0, lam0) at the middle of the proxy grid and fitted b = 0.3: shapes do not depend "
+                           "on them"}
+
+
 SECTIONS = (("env", sec_env), ("peak", sec_peak), ("transformer_bf16", sec_transformer_bf16),
-            ("equality", sec_equality), ("mfu", sec_mfu), ("synthetic", sec_synthetic))
+            ("equality", sec_equality), ("mfu", sec_mfu), ("synthetic", sec_synthetic), ("flash", sec_flash),
+            ("mfu_compile", sec_mfu_compile), ("study_lm", sec_study_lm), ("mfu_autotune", sec_mfu_autotune))
+NEEDS_CORPUS = {"transformer_bf16", "equality", "mfu", "flash", "mfu_compile", "study_lm", "mfu_autotune"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -424,6 +733,54 @@ def markdown(rep: dict) -> str:
                 L.append(f"| {x['width']} | {x['members']} | {x['depth']} | {x['seq_len']} | {x['batch']} | "
                          f"{x['step_ms']:.2f} | {x['model_tflop_per_step']:.4g} | {x['achieved_tflops']:.4g} | "
                          f"{x['mfu_vs_measured_bf16_peak']:.1%} | {_f(x.get('mfu_vs_nominal_bf16_peak'), '{:.1%}')} |")
+        elif name == "flash":
+            L.append(f"Attention of the d={r['config']['width']} model (head dim {r['config']['head_dim']}) under bf16 "
+                     f"autocast hands SDPA q/k/v of {', '.join(r['dtypes'])}, shape {r['shape']}, last-dim strides "
+                     f"{r['last_dim_strides']}, mask {'yes' if r['attn_mask'] else 'none'}, causal "
+                     f"{r['is_causal']}, scale {r['scale']} (folded into q).")
+            if "can_use_flash" in r:
+                L.append(f"can_use_flash_attention: **{r['can_use_flash']}**; efficient: {r.get('can_use_efficient')}; "
+                         f"cudnn: {r.get('can_use_cudnn')}.")
+            L.append(f"Forward + backward with only the flash backend allowed: "
+                     f"{'ran, finite' if r['flash_forward_backward'] else 'NOT finite'}. **{'PASS' if r['pass'] else 'FAIL'}**")
+        elif name in ("mfu_compile", "mfu_autotune"):
+            c = r["config"]
+            if name == "mfu_compile":
+                L += [f"Transformer d={c['width']}, {c['members']} members, depth {c['depth']}, seq {c['seq_len']}, "
+                      f"batch {c['batch_size']}, bf16 autocast (fp32 master weights); {r['model_tflop_per_step']:.4g} "
+                      f"TFLOP/step; measured bf16 peak {r['peak_bf16_tflops_measured']:.1f} TFLOP/s; forward + backward "
+                      f"alone (eager) {r['fwd_bwd_ms_eager']:.2f} ms.  Best: {r['best']}, MFU **{r['best_mfu']:.1%}** "
+                      f"(target >= 40%: {'met' if r['target_met'] else 'NOT met'}).", ""]
+            L += ["| variant | ms/step | TFLOP/s | MFU (measured peak) | compile s (cold) | first step s |",
+                  "|---|---|---|---|---|---|"]
+            for x in r["rows"]:
+                if "skipped" in x:
+                    L.append(f"| {x['variant']} | skipped: {x['skipped']} | | | | |")
+                    continue
+                L.append(f"| {x['variant']} | {x['step_ms']:.2f} | {x['achieved_tflops']:.4g} | "
+                         f"{x['mfu_vs_measured_bf16_peak']:.1%} | {_f(x.get('compile_s'), '{:.1f}')} | "
+                         f"{x['first_step_s']:.1f} |")
+        elif name == "study_lm":
+            names = [k for k in r["totals"]]
+            L += [f"Preset `{r['preset']}`, seeds {r['seeds']}, {r['steps']} steps; its ensembles (width, configs, "
+                  f"trained members): {r['ensembles']}.  Each distinct (width, members) timed for {r['steps_timed']} "
+                  f"steps" + (f" (members capped at {r['capped']}: not a study time)" if r["capped"] else "")
+                  + f"; {r['placeholder']}.", "",
+                  "| d | members | " + " | ".join(f"{n} ms/step" for n in names) + " | snapshot s | eval s |",
+                  "|---|---|" + "---|" * len(names) + "---|---|"]
+            for x in r["rows"]:
+                cells = [f"{x[n]['step_ms']:.1f}" + (f" (+{x[n]['compile_s']:.0f} s compile)" if "compile_s" in x[n]
+                                                      else "") if "step_ms" in x[n] else "skipped" for n in names]
+                L.append(f"| {x['width']} | {x['members']} | " + " | ".join(cells)
+                         + f" | {x['snapshot_s']:.3f} | {x['eval_s']:.3f} |")
+            L += ["", "| variant | study (train + snapshots/evals + compile) | train s | snapshots+evals s | compile s | "
+                  "wdscale.cost fit s |", "|---|---|---|---|---|---|"]
+            for n, t in r["totals"].items():
+                if "study_s" not in t:
+                    L.append(f"| {n} | not measured ({t.get('not measured')}) | | | | |")
+                    continue
+                L.append(f"| {n} | **{t['study']}** | {t['train_s']:.0f} | {t['snapshots_evals_s']:.0f} | "
+                         f"{t['compile_s']:.0f} | {_f(t.get('cost_model_s'), '{:.0f}')} |")
         elif name == "synthetic":
             L += [f"Synthetic ensemble, {r['precision']}; {r['step']}:", "",
                   "| d | members | ms/step | ms/step per member |", "|---|---|---|---|"]
@@ -455,7 +812,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU: checks the script only")
     ap.add_argument("--only", default="", help="comma list of sections to run (env and peak always run)")
-    ap.add_argument("--budget-s", type=float, default=220.0, help="skip sections that would start after this")
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="skip sections (and compiles) that would start after this; the run stays under ~9 min")
+    ap.add_argument("--smoke-compile", action="store_true",
+                    help="with --cpu-smoke: also run the compiled variants (~1 min per shape on one CPU thread)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,13 +823,19 @@ def main(argv=None) -> int:
     if mode == "gpu" and not torch.cuda.is_available():
         say("no CUDA GPU visible to torch (torch.cuda.is_available() is False); use --cpu-smoke on a CPU")
         return 2
-    tmp = tempfile.mkdtemp(prefix="wdscale-gpu-check-")  # only for a fallback corpus
-    ctx = {"dev": torch.device("cuda" if mode == "gpu" else "cpu"), "S": SIZES[mode], "mode": mode, "tmp": tmp}
+    tmp = tempfile.mkdtemp(prefix="wdscale-gpu-check-")  # a fallback corpus; the inductor cache
+    # an empty compile cache: every compile time measured here is the cold one a first-time user waits
+    os.environ.setdefault("WDSCALE_CACHE", str(Path(tmp) / "cache"))
+    S = dict(SIZES[mode])
+    if mode == "cpu-smoke" and args.smoke_compile:
+        S.update(mc_modes=("default",), study_compile=True)
+    ctx = {"dev": torch.device("cuda" if mode == "gpu" else "cpu"), "S": S, "mode": mode, "tmp": tmp}
     only = {x.strip() for x in args.only.split(",") if x.strip()} | {"env", "peak"}
     rep = {"command": "python scripts/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "mode": mode,
            "sections": {}, "wall_s": 0.0}
     t_start = time.perf_counter()
+    ctx["deadline"] = t_start + args.budget_s
 
     def write():
         rep["wall_s"] = time.perf_counter() - t_start
@@ -488,7 +854,7 @@ def main(argv=None) -> int:
         say(f"{name} ...")
         t0 = time.perf_counter()
         try:
-            if name in ("transformer_bf16", "equality", "mfu") and "corpus" not in ctx:
+            if name in NEEDS_CORPUS and "corpus" not in ctx:
                 ctx["corpus"] = _ensure_corpus(ctx)
             r = fn(ctx)
             r["seconds"] = time.perf_counter() - t0

@@ -98,7 +98,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-dim", type=int, default=32, help="transformer head dimension")
     p.add_argument("--corpus", default="stdlib", help="transformer text: 'stdlib' or a UTF-8 file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast, fp32 master weights (for a GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (CUDA graphs on CUDA); the first run per shape compiles")
     p.add_argument("--spectra-every", type=int, default=None, help="steps between spectra (default steps/16)")
 
 
@@ -168,7 +170,7 @@ def cmd_sweep(args) -> int:
         print("warning:", w, file=sys.stderr)
     for w in _decay_warnings(configs):
         print("warning:", w, file=sys.stderr)
-    opts = TrainOptions(device=args.device, amp=args.amp, spectra_every=args.spectra_every)
+    opts = TrainOptions(device=args.device, amp=args.amp, compile=args.compile, spectra_every=args.spectra_every)
     bar = _progress_bar(configs, store)
 
     def on_record(rec):

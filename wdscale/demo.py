@@ -353,6 +353,9 @@ def configure(p) -> None:
     p.add_argument("--out", default=None, help="data dir (default $WDSCALE_DATA or ./runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast, fp32 master weights (for a GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (CUDA graphs on CUDA); the first run per shape compiles")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
 
 
@@ -376,7 +379,8 @@ def run(args) -> int:
     store = RunStore(args.out)
     bar = _bar()  # stderr: the JSON on stdout stays clean
     try:
-        s = run_demo(store, TrainOptions(device=args.device), on_event=bar, spec=spec)
+        s = run_demo(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile), on_event=bar,
+                     spec=spec)
     finally:
         bar.close()
     if args.json:
