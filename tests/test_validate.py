@@ -197,7 +197,7 @@ def test_gallery_regimes_read_the_transformer_studies_beside_the_paper(tmp_path)
     table = format_regimes(studies, notes)
     assert "| alpha, mlp down (95% CI) | 0.75 | 0.90 [0.90, 0.90] |" in table
     assert "| best named rule (smallest |drift|) | wd (lam ~ sqrt(d)) | wd |" in table
-    assert "build_gallery.py tf-epochs" in table
+    assert "build_tf_gallery.py tf-epochs" in table
 
 
 def test_gallery_regimes_say_how_to_build_missing_studies(tmp_path):
