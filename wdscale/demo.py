@@ -277,7 +277,11 @@ def plain_reading(s: dict) -> str:
                      f"best here (drift {f['drift']:+.2f}).")
         best = min(("mup", "wd", "indep"), key=lambda k: abs(d[k]))
     if best == "wd":
-        parts.append("The paper's λ ∝ √d transfers best here.")
+        if s.get("conclusive", True):
+            parts.append(f"The paper's λ ∝ √d transfers best here (drift {d['wd']:+.2f}).")
+        else:
+            parts.append(f"The smallest drift is the paper's λ ∝ √d ({d['wd']:+.2f}, against ηλ fixed's "
+                         f"{d['indep']:+.2f}), though the verdict is not conclusive at this budget (see why above).")
     elif best == "indep":
         alpha = s.get("alpha")
         extra = (f" The measured σ_top ∝ √(η/λ)·d^{alpha:.2f} (paper: d^0.75) puts the flat-σ_top rule at "
@@ -290,6 +294,10 @@ def plain_reading(s: dict) -> str:
                     "the next rule's at this budget (more seeds would settle it); not the ")
         parts.append(head + f"paper's λ ∝ √d ({d['wd']:+.2f}): this setting leans to Kosson et al., and the "
                      "paper's exponent depends on the setting." + extra)
+    lo = s.get("min_S_at_optima")
+    if lo is not None and lo < 3:
+        parts.append(f"Not every optimum is in the steady state: the smallest S = Σ ηₜλ at an optimum is {lo:.2g} "
+                     "(< 3), so the verdict's gate holds these numbers as measurements, not steady-state evidence.")
     return " ".join(parts)
 
 
@@ -308,6 +316,22 @@ def rule_rows(rules: dict, indent: str = "") -> list[str]:
         opt = ", ".join(f"{w}: {x:.3g}" if x else f"{w}: -" for w, x in r["optima"].items())
         out.append(f"{indent}{rule:6} {r['drift']:>+22.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>16} "
                    f"{(e if e is not None else float('nan')):>+15.2f} {r['verdict']:>13}  {opt}")
+    return out
+
+
+def regime_lines(g: dict) -> list[str]:
+    """alpha per matrix class (with CI and the lam exponent it implies) and tau in epochs at each rule's optimum."""
+    out = []
+    if g.get("alpha"):
+        out.append("alpha per matrix class (sigma_top ~ sqrt(eta/lam) d^alpha at eta0, rules pooled; paper 0.75): " +
+                   "; ".join(f"{k} {a['alpha']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] -> lam ~ d^"
+                             f"{a['implied_lambda_exponent']:.2f}" for k, a in g["alpha"].items()
+                             if a["implied_lambda_exponent"] is not None))
+    if g.get("epochs") is not None:
+        out.append(f"data: {g['epochs']:.2f} passes over the training bytes; tau = 1/(eta*lam) in epochs at each "
+                   "optimum: " + "; ".join(
+                       f"{k} " + ", ".join(f"{w}: {a['tau_epochs']:.2g}" for w, a in r["at_optimum"].items()
+                                           if a["tau_epochs"] is not None) for k, r in g["rules"].items()))
     return out
 
 
@@ -330,6 +354,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"fitted rule: alpha_hat = {f['alpha_hat']:.2f} from widths {f['widths']} under mup at eta0, "
                      f"so b = 2 alpha_hat - 1 = {f['b']:+.2f} (lam ~ d^b)")
     lines.append(s["sentence"])
+    lines += regime_lines(s.get("regime") or {})
     if s.get("reading"):
         lines.append(s["reading"])
     if s.get("implied_lambda_exponent") is not None:
