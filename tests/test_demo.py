@@ -197,6 +197,6 @@ def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
     assert "still overlaps" in s2 and "transfers best" not in s2
     assert "d^0.74" in s  # 2 alpha - 1 with alpha = 0.87
     s = plain_reading(_summary({"mup": 0.6, "wd": 0.02, "indep": -0.3}, [0.25, 0.0, -0.25], "wd"))
-    assert "The paper's λ ∝ √d transfers best here." in s
+    assert "The paper's λ ∝ √d transfers best here (drift" in s
     s = plain_reading(_summary({"mup": 0.0, "wd": 0.3, "indep": 0.5}, [0.1, 0.2, 0.3], "mup"))
     assert "does not drift most" in s and "flattens" not in s
