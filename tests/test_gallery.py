@@ -145,3 +145,20 @@ def test_app_shows_a_reference_study_with_its_label(app_env):
             assert not at.warning or all("damaged" not in w.value for w in at.warning)
     # the user's own store never received a reference run
     assert not RunStore(Path(app_env).parent / "runs").records()
+
+
+def test_transformer_regime_studies_are_shipped_whole():
+    """tf-lm and tf-epochs: every run of the manifest's grids is in the index (no more, no fewer), the regime and
+    preset are named, and the spectra keep the first and the last snapshot."""
+    for name, preset in (("tf-lm", "lm"), ("tf-epochs", "lm-epochs")):
+        ref = gallery.open_reference(name, GALLERY)
+        m = ref.manifest
+        assert m["preset"] == preset and m["regime"] and m["lam0"] > 0 and m["eta0"] > 0
+        want = {c.run_id for c in gallery.configs(m)}
+        recs = ref.records()
+        assert {r["run_id"] for r in recs} == want and len(recs) == m["n_runs"]
+        assert {r["model"] for r in recs} == {"transformer"} and {r["width"] for r in recs} == {32, 64, 128}
+        assert any(r["rule"] == "fitted" and r["b"] == m["fitted"]["b"] for r in recs)
+        assert (preset == "lm-epochs") == all(r.get("train_bytes") for r in recs)
+        sp = ref.spectra(recs[0]["run_id"])
+        assert sp["steps"][0] == 0 and sp["steps"][-1] == recs[0]["steps"]

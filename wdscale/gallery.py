@@ -266,9 +266,17 @@ def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str
                 if status != "done":
                     raise RuntimeError(f"run {rid} is {status}, not done: a reference holds finished runs only")
                 wsrc, ssrc = store.paths(rid)
-                shutil.copyfile(ssrc, tmp / "spectra" / ssrc.name)
+                if spec.get("spectra_snapshots"):  # keep the gallery small: first, evenly spaced, last
+                    _thin_spectra(ssrc, tmp / "spectra" / ssrc.name, int(spec["spectra_snapshots"]))
+                else:
+                    shutil.copyfile(ssrc, tmp / "spectra" / ssrc.name)
                 art = {"spectra": {"size": ssrc.stat().st_size, "sha256": _sha256(ssrc)}}
                 summary = {k2: v for k2, v in rec.items() if k2 != "cached"}
+                if spec.get("loss_points"):  # a compact training curve: every k-th point, 4 decimals (nats)
+                    tl = summary.get("train_loss") or []
+                    k = max(1, len(tl) // int(spec["loss_points"]))
+                    summary["train_loss"] = [[st, None if v is None else round(v, 4)] for i, (st, v) in enumerate(tl)
+                                             if i % k == k - 1 or i == len(tl) - 1]
                 summary["spectra"] = f"spectra/{ssrc.name}"
                 summary["weights"] = None
                 if spec["weights_shipped"]:
@@ -296,6 +304,18 @@ def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _thin_spectra(src: Path, dest: Path, k: int) -> None:
+    """Copy a spectra file keeping k snapshots (the first and the last among them), bit-identical values."""
+    import numpy as np
+
+    with np.load(src, allow_pickle=False) as z:
+        n = len(z["steps"])
+        idx = np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int))
+        arrays = {f: (z[f] if f == "meta" else z[f][idx]) for f in z.files}
+    with open(dest, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 # -- reproducing ---------------------------------------------------------------------------------------------
@@ -359,9 +379,10 @@ def summary(recs: list[dict], eta0: float | None = None) -> dict:
                          "top_sv_exponent": sv.get(v["rule"], {}).get("exponent"),
                          "top_sv_exponent_ci": sv.get(v["rule"], {}).get("ci"),
                          "alpha": sv.get(v["rule"], {}).get("alpha")} for v in verdicts}
-    taus = [(r.get("groups") or {}).get("matrix", {}).get("steps_over_tau") for r in recs]
+    # the steady-state gate at the optima: the smallest S = sum_t eta_t*lam at any (rule, width) optimum
+    taus = [v["min_steps_over_tau"] for v in verdicts if v.get("min_steps_over_tau") is not None]
     return {"eta0": eta0, "rules": rules, "sentence": (cmp[0] if cmp else {}).get("sentence", ""),
-            "min_steps_over_tau": min((t for t in taus if t is not None), default=None)}
+            "min_steps_over_tau": min(taus, default=None)}
 
 
 def format_summary(s: dict) -> str:
@@ -371,7 +392,8 @@ def format_summary(s: dict) -> str:
     lines = [f"  {'rule':6} {'drift (oct/doubling)':>22} {'95% CI':>16} {'sigma_top ~ d^':>15} {'verdict':>13}  "
              "optimal eta0 per width"] + rule_rows(s["rules"], "  ")
     lines.append(f"  alpha (sigma_top ~ sqrt(eta/lam) d^alpha): {alphas}")
-    lines.append(f"  sigma_top at eta0 = {s['eta0']:g}; every run >= {s['min_steps_over_tau']:.1f} tau. {s['sentence']}")
+    lines.append(f"  sigma_top at eta0 = {s['eta0']:g}; S = sum_t eta_t*lam >= {s['min_steps_over_tau']:.1f} at every "
+                 f"optimum. {s['sentence']}")
     return "\n".join(lines)
 
 

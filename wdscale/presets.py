@@ -52,7 +52,10 @@ PRESETS: dict[str, dict] = {
         base_width=32, widths=(32, 64, 128), rules=("mup", "wd", "indep"), fitted=True, steps=LM_STEPS, seeds=(0,),
         proxy_seeds=(0,),  # (eta0, lam0) and the fitted b come from seed 0; --seeds adds transfer seeds only
         proxy_lrs=LADDER[4:12], proxy_wds=(0.03, 0.1, 0.3, 1.0),
-        lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5), common=dict(_LM_COMMON, train_bytes=LM_TRAIN_BYTES),
+        # over epochs the optimum moves up with width (measured: +0.5 to +1.2 octaves per doubling), so the grid
+        # reaches 3 octaves above eta0: with 1.5 the widest optima of mup/wd/fitted sat on the top edge, with 2.5
+        # wd's (its d=128 curve is flat within 0.02 nats from eta0*2^1.5 to eta0*2^2.5)
+        lr_octaves=(-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), common=dict(_LM_COMMON, train_bytes=LM_TRAIN_BYTES),
     ),
 }
 

@@ -343,8 +343,9 @@ def step7(data: dict, gallery_root=None) -> dict:
             lines.append(f"{head}: no transfer verdict (needs ≥ 2 widths and ≥ 3 lrs). {r['notes']}".strip())
             continue
         tau = r["min_steps_over_tau"]
-        tau_s = (f" Shortest run {tau:.1f} τ." if tau is not None and tau >= 3 else
-                 f" Shortest run {tau:.1f} τ: below 3 τ, not steady-state evidence." if tau is not None else "")
+        tau_s = (f" S = Σηₜλ ≥ {tau:.1f} at every optimum." if tau is not None and tau >= 3 else
+                 f" Smallest S = Σηₜλ at an optimum {tau:.1f}: below 3 τ, not steady-state evidence."
+                 if tau is not None else "")
         lines.append(f"{head}: {_drifts(r['rules'])}. {r['sentence'] or 'No rule can be named.'}{tau_s}")
     if not any(r["rules"] for r in rows) and not rows:
         lines.append("No reference study is installed (gallery/ is empty).")
