@@ -273,8 +273,9 @@ def plain_reading(s: dict) -> str:
     best = s.get("best_rule")
     if best == "fitted":
         f = r["fitted"]
-        parts.append(f"The fitted rule (λ ∝ d^{f.get('b', float('nan')):.2f}, from this study's own α̂) transfers "
-                     f"best here (drift {f['drift']:+.2f}).")
+        verb = "transfers best here" if s.get("conclusive", True) else "has the smallest drift (not conclusive)"
+        parts.append(f"The fitted rule (λ ∝ d^{f.get('b', float('nan')):.2f}, from this study's own α̂) {verb} "
+                     f"(drift {f['drift']:+.2f}); among the named rules:")
         best = min(("mup", "wd", "indep"), key=lambda k: abs(d[k]))
     if best == "wd":
         if s.get("conclusive", True):
