@@ -246,7 +246,7 @@ def compare_rules(verdicts: list[dict]) -> list[dict]:
             if any(o["method"] in ("edge", "none") for o in v["optima"].values()):
                 reasons.append(f"{v['rule']}: an optimum sits on the grid edge")
             if v["min_steps_over_tau"] is not None and v["min_steps_over_tau"] < MIN_TAUS:
-                reasons.append(f"{v['rule']}: runs below {MIN_TAUS:g} tau")
+                reasons.append(f"{v['rule']}: S = sum lr_t*wd < {MIN_TAUS:g} at an optimum")
         if len(vs) > 1:
             a, b = best["drift_ci"], vs[1]["drift_ci"]
             if all(math.isfinite(x) for x in (*a, *b)) and not (a[1] < b[0] or b[1] < a[0]):
