@@ -83,11 +83,11 @@ def main() -> int:
                     f"mup / wd / indep / fitted, {len(transfer_lrs(s['proxy']['eta0'], spec))} lrs, {seeds} seed(s), "
                     f"{spec['steps']} steps",
            "grid": gs[0], "extra_grids": gs[1:], "eta0": s["proxy"]["eta0"], "threads": args.threads,
-           "weights_shipped": False, "spectra_snapshots": 2, "loss_points": 30,  # the gallery stays <= 20 MB
+           "weights_shipped": False, "spectra_snapshots": 1, "loss_points": 30,  # the final spectrum: the gallery stays <= 20 MB
            "notes": (f"preset {args.preset} ({spec['regime']}); proxy optimum eta0 = {s['proxy']['eta0']:g}, lam0 = "
                      f"{s['proxy']['lam0']:g}; fitted rule b = {(s.get('fitted') or {}).get('b')}. {s['sentence']}"),
            "manifest_extra": {"regime": spec["regime"], "preset": args.preset, "lam0": s["proxy"]["lam0"],
-                              "spectra_snapshots": 2, "loss_points": 30,
+                              "spectra_snapshots": 1, "loss_points": 30,
                               "fitted": s.get("fitted"), "proxy": s["proxy"]}}
     dest = Path(args.dest or ROOT / "gallery" / args.name)
     m = gallery.export(store, recs, dest, args.name, man, build)

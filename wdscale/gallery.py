@@ -307,13 +307,14 @@ def export(store: RunStore, recs: list[dict], dest: str | os.PathLike, name: str
 
 
 def _thin_spectra(src: Path, dest: Path, k: int) -> None:
-    """Copy a spectra file keeping k snapshots (the first and the last among them), bit-identical values, without
+    """Copy a spectra file keeping k snapshots (the last always; the first too when k > 1), bit-identical values, without
     the per-file copy of the config (nothing reads it; the reference's index holds every run's config)."""
     import numpy as np
 
     with np.load(src, allow_pickle=False) as z:
         n = len(z["steps"])
-        idx = np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int))
+        idx = (np.array([n - 1]) if k == 1 else  # one snapshot: the final spectrum
+               np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int)))
         arrays = {f: z[f][idx] for f in z.files if f != "meta"}  # the index holds the config
     with open(dest, "wb") as f:
         np.savez_compressed(f, **arrays)
