@@ -369,12 +369,13 @@ def format_summary(s: dict) -> str:
 def configure(p) -> None:
     from .presets import PRESETS
 
-    p.description = ("The Home page's demo, headless: the proxy's eta x lam optimum at d0, then a steady-state "
+    p.description = ("A preset transfer study (default for `demo`: the Home page's synthetic demo, headless): the "
+                     "proxy's eta x lam optimum at d0, then a steady-state "
                      "transfer study (mup, wd, indep, and the fitted rule) at 3 widths, into the store (cached like "
                      "every sweep).  --preset lm / lm-epochs runs the Transformer study of each regime.")
     p.add_argument("--preset", default="lm" if p.prog.split()[-1] == "study" else "synthetic", choices=list(PRESETS),
-                   help="synthetic (the demo, ~1 min), lm (one-pass LM regime, ~15-25 min on 2 cores), "
-                        "lm-epochs (the same model on 100 kB revisited ~10 epochs)")
+                   help="synthetic (the demo, ~1 min), lm (one-pass LM regime; 1 seed took 29 min on one thread of "
+                        "a 2-core CPU), lm-epochs (the same model on 100 kB revisited ~10 epochs; 9 lrs per width)")
     p.add_argument("--seeds", default=None, help="comma list of init seeds (default: the preset's)")
     p.add_argument("--out", default=None, help="data dir (default $WDSCALE_DATA or ./runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
