@@ -132,6 +132,12 @@ def test_preset_trains_cancels_resumes_and_summarizes(app_env, monkeypatch, one_
     assert at.get("plotly_chart")  # the running ensemble's live loss curves
     at.button(key="cancel_preset_job_lm").click().run()
     wait_status(at, ["^cancelled"])
+    # the job reports "cancelled" as the trainer stops; the partial runs reach the store a moment later
+    for _ in range(40):
+        if "Resume" in at.button(key="t_preset_go").label:
+            break
+        time.sleep(0.25)
+        at.run()
     assert "Resume" in at.button(key="t_preset_go").label  # a partial ensemble (checkpoint) or stored runs
     store = RunStore(app_env)
     assert not demo.preset_state(presets.get("lm"), store)["complete"]
