@@ -70,22 +70,31 @@ def get(name: str) -> dict:
     return PRESETS[name]
 
 
-def bytes_per_step(spec: dict) -> int:
-    """Bytes of text one training step reads (windows of seq_len + 1); 0 for the synthetic model."""
-    c = spec.get("common", {})
-    if spec["model"] != "transformer":
+def step_bytes(model: str, settings: dict) -> int:
+    """Bytes of text one training step reads (windows of seq_len + 1) for a preset's ``common`` or a run record
+    (the same keys); 0 for the synthetic model."""
+    if model != "transformer":
         return 0
-    return int(c.get("batch_size") or 16) * (int(c.get("seq_len", 128)) + 1)
+    return int(settings.get("batch_size") or 16) * (int(settings.get("seq_len") or 128) + 1)
+
+
+def train_bytes(settings: dict) -> int:
+    """The training bytes a Transformer run draws from: its slice, or the corpus's whole training split."""
+    from .data import load_corpus, split
+
+    return int(settings.get("train_bytes") or len(split(load_corpus(settings.get("corpus") or "stdlib"))[0]))
+
+
+def bytes_per_step(spec: dict) -> int:
+    """Bytes of text one training step of a preset reads; 0 for the synthetic model."""
+    return step_bytes(spec["model"], spec.get("common", {}))
 
 
 def epochs(spec: dict, steps: int | None = None) -> float | None:
-    """Passes over the training bytes a run makes (None for the synthetic model or the whole corpus unknown)."""
+    """Passes over the training bytes a run makes (None for the synthetic model)."""
     if spec["model"] != "transformer":
         return None
-    from .data import load_corpus, split
-
-    n = spec["common"].get("train_bytes") or len(split(load_corpus(spec["common"].get("corpus", "stdlib")))[0])
-    return bytes_per_step(spec) * (steps or spec["steps"]) / n
+    return bytes_per_step(spec) * (steps or spec["steps"]) / train_bytes(spec["common"])
 
 
 def data_slice(spec: dict, steps: int | None = None) -> dict | None:
@@ -94,10 +103,8 @@ def data_slice(spec: dict, steps: int | None = None) -> dict | None:
     model."""
     if spec["model"] != "transformer":
         return None
-    from .data import load_corpus, split
-
     c = spec["common"]
-    n = c.get("train_bytes") or len(split(load_corpus(c.get("corpus", "stdlib")))[0])
+    n = train_bytes(c)
     s = steps or spec["steps"]
     return {"bytes_per_step": bytes_per_step(spec), "bytes_read": bytes_per_step(spec) * s, "train_bytes": int(n),
             "sliced": bool(c.get("train_bytes")), "epochs": epochs(spec, s)}

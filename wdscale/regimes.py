@@ -23,6 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from . import presets
 from .analysis import fit_power_law, matrix_top_sv, width_exponents
 
 # Matrix classes by parameter name: the Transformer's l{i}_{wq,wk,wv,wo,w1,w3,w2}; the synthetic core's w1/w2.
@@ -119,7 +120,7 @@ def study_regime(records: list[dict], eta0: float | None = None, name: str = "",
         x = px[0]["proxy_x_opt"] if px else None
         lrs = sorted({r["lr"] for r in study})
         eta0 = min(lrs, key=lambda v: abs(math.log(v / x))) if x and lrs else None
-    bps = _bytes_per_step(recs[0])
+    bps = presets.step_bytes(recs[0].get("model"), recs[0])
     tb = train_bytes or recs[0].get("train_bytes") or _corpus_train_bytes(recs[0])
     rules = {}
     for v in verdicts:
@@ -163,19 +164,11 @@ def _fitted_result(rules: dict, best_named: str | None) -> dict | None:
             "at_least_as_good": bool(d_f <= d_b or overlap), "ci_overlap": bool(overlap)}
 
 
-def _bytes_per_step(rec: dict) -> int:
-    if rec.get("model") != "transformer":
-        return 0
-    return int(rec.get("batch_size") or 16) * (int(rec.get("seq_len") or 128) + 1)
-
-
 def _corpus_train_bytes(rec: dict) -> int | None:
     if rec.get("model") != "transformer":
         return None
     try:
-        from .data import load_corpus, split
-
-        return len(split(load_corpus(rec.get("corpus") or "stdlib"))[0])
+        return presets.train_bytes(rec)
     except (OSError, ValueError):
         return None
 
