@@ -1,8 +1,42 @@
 """Regimes: the same Transformer in the paper's one-pass LM regime and in a multi-epoch control, side by side."""
+import re
+
 import streamlit as st
 
 from pages import _ui
 from wdscale import gallery, plots, regimes
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")
+
+
+def md_escape(text: str) -> str:
+    """Generated text as literal Markdown: "S = sum lr_t*wd < 3" must not turn into italics, a `$` into LaTeX."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def split_reasons(sentence: str, rules) -> tuple[str, list[str]]:
+    """A study's verdict sentence -> (its head, its "why inconclusive" reasons with each shared reason once).
+
+    ``verdict.compare_rules`` gives one reason per rule ("wd: S = sum lr_t*wd < 3 at an optimum; mup: S = ...");
+    the same reason for several rules becomes one line that names them ("... (wd, mup)", "(every rule)")."""
+    head, sep, why = sentence.partition(" Why inconclusive: ")
+    if not sep:
+        return sentence, []
+    by_reason: dict[str, list[str]] = {}
+    for part in why.rstrip(".").split("; "):
+        rule, colon, reason = part.partition(": ")
+        if colon and rule in rules:
+            by_reason.setdefault(reason, []).append(rule)
+        else:
+            by_reason.setdefault(part, [])
+    out = []
+    for reason, who in by_reason.items():
+        if not who:
+            out.append(reason)
+        else:
+            out.append(f"{reason} ({'every rule' if set(who) == set(rules) and len(who) > 1 else ', '.join(who)})")
+    return head, out
+
 
 st.title("The regime decides the rule")
 st.markdown(
@@ -28,7 +62,9 @@ names = [s["name"] for s in studies]
 pick = st.multiselect("Studies", names, default=names, key="rg_pick")
 sel = [s for s in studies if s["name"] in pick]
 for s in sel:
-    st.markdown(f"**{s['name']}** ({s['regime']}): {s['sentence']}")
+    head, why = split_reasons(s["sentence"], s["rules"])
+    st.markdown(f"**{md_escape(s['name'])}** ({md_escape(s['regime'])}): {md_escape(head)}" +
+                (f" Why inconclusive: {md_escape('; '.join(why))}." if why else ""))
     if s.get("fitted"):
         f = s["fitted"]
         st.caption(f"fitted rule λ ∝ d^{f['b']:+.2f}: drift {f['drift']:+.2f}; "
