@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from .analysis import seed_mean, seed_mean_curves, width_exponents
-from .regimes import fitted_b, study_regime
+from .regimes import fitted_b, fitted_b_sqrt, study_regime
 from .rules import RULE_INFO
 from .theory import implied_wd_exponent
 from .sweep import expand_grid, run_sweep
@@ -113,19 +113,26 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
     d = spec or DEMO
     eta0, lam0 = best["eta0"], best["lam0"]
     small = sorted(d["widths"])[:2]
-    # Phase 2 at the two smallest widths first: the fitted rule's alpha_hat is measured on them (mup at eta0).
+    # Phase 2 at the two smallest widths first: the fitted rule's e_mup is measured on them (mup at eta0), its
+    # b_hat (sigma_top's lam exponent) on the proxy grid.
     recs = sweep(transfer_configs(eta0, lam0, steps, spec, widths=small), store, **kw)
-    fit = None
+    fit = fit_sqrt = None
     if d.get("fitted") and not (cancel is not None and cancel.is_set()):
-        fit = fitted_b([r for r in recs if r["seed"] in proxy_seeds(d)], eta0)
+        mine = [r for r in recs if r["seed"] in proxy_seeds(d)]
+        fit = fitted_b(mine, eta0, proxy=[r for r in proxy if r["seed"] in proxy_seeds(d)])
+        if d.get("fitted_sqrt"):  # the preset's flag: the sqrt(eta/lam) law's 2 alpha_hat - 1 beside it
+            fit_sqrt = fitted_b_sqrt(mine, eta0)
     rest = [w for w in d["widths"] if w not in small]
     todo = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
     if fit is not None and fit["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles
         todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=fit["b"]) + todo
+    if fit_sqrt is not None and fit_sqrt["b"] is not None:
+        todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted-sqrt"], a=1.0, b=fit_sqrt["b"]) + todo
     if todo and not (cancel is not None and cancel.is_set()):
         recs += sweep(todo, store, **kw)
     out = summarize(proxy, recs)
     out["fitted"] = fit
+    out["fitted_sqrt"] = fit_sqrt
     out["preset"] = d.get("name")
     out["regime"] = study_regime(recs, eta0=eta0, name=out["preset"] or "", regime=d.get("regime", ""))
     out["reading"] = plain_reading(out)
@@ -139,6 +146,7 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
 # count as their own, as a measured b (rounded to 0.01) almost always does; with b = 0.5 they would twin `wd`'s
 # and the ETA would miss them (measured: 1348 s instead of 1508 s for the lm preset at one thread).
 ASSUMED_B = 0.75
+ASSUMED_B_SQRT = 0.85  # the same for ``fitted-sqrt`` (2 alpha_hat - 1), off ASSUMED_B so the two never twin
 
 
 def assumed_optimum(spec: dict) -> tuple[float, float]:
@@ -150,15 +158,18 @@ def assumed_optimum(spec: dict) -> tuple[float, float]:
 
 
 def preset_phases(spec: dict, eta0: float, lam0: float, b: float | None = ASSUMED_B,
-                  steps: int | None = None) -> list[list[RunConfig]]:
-    """The configs ``run_demo`` trains, one list per ``run_sweep`` call, for a proxy optimum (eta0, lam0) and a
-    fitted exponent b (None: no fitted phase): the proxy grid; transfer at the two smallest widths; the fitted
-    rule and the remaining widths."""
+                  steps: int | None = None, b_sqrt: float | None = ASSUMED_B_SQRT) -> list[list[RunConfig]]:
+    """The configs ``run_demo`` trains, one list per ``run_sweep`` call, for a proxy optimum (eta0, lam0) and the
+    fitted rule's exponent b (None: no fitted phase; ``b_sqrt``: the ``fitted-sqrt`` rule's, for a preset with the
+    ``fitted_sqrt`` flag): the proxy grid; transfer at the two smallest widths; the fitted rule(s) and the
+    remaining widths."""
     small = sorted(spec["widths"])[:2]
     rest = [w for w in spec["widths"] if w not in small]
     last = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
     if spec.get("fitted") and b is not None:
         last = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=b) + last
+    if spec.get("fitted") and spec.get("fitted_sqrt") and b_sqrt is not None:
+        last = transfer_configs(eta0, lam0, steps, spec, rules=["fitted-sqrt"], a=1.0, b=b_sqrt) + last
     return [proxy_configs(steps, spec), transfer_configs(eta0, lam0, steps, spec, widths=small), last]
 
 
@@ -175,6 +186,7 @@ def preset_state(spec: dict, store, steps: int | None = None) -> dict:
     resumable from its checkpoint) exists, and ``complete`` when ``run_demo`` would train nothing."""
     eta0, lam0 = assumed_optimum(spec)
     b = ASSUMED_B if spec.get("fitted") else None
+    b_sqrt = ASSUMED_B_SQRT if spec.get("fitted") and spec.get("fitted_sqrt") else None
     known_opt = known_b = False
     proxy = proxy_configs(steps, spec)
     prox = [store.get(c.run_id) for c in proxy]
@@ -185,13 +197,19 @@ def preset_state(spec: dict, store, steps: int | None = None) -> dict:
         recs = [store.get(c.run_id) for c in small]
         if all(recs):
             known_b = True
-            fit = fitted_b([r for r in recs if r["seed"] in proxy_seeds(spec)], eta0) if spec.get("fitted") else None
+            mine = [r for r in recs if r["seed"] in proxy_seeds(spec)]
+            px = [r for r in prox if r["seed"] in proxy_seeds(spec)]
+            fit = fitted_b(mine, eta0, proxy=px) if spec.get("fitted") else None
             b = fit["b"] if fit is not None else None
-    phases = preset_phases(spec, eta0, lam0, b, steps)
+            if b_sqrt is not None:
+                fs = fitted_b_sqrt(mine, eta0)
+                b_sqrt = fs["b"] if fs is not None else None
+    phases = preset_phases(spec, eta0, lam0, b, steps, b_sqrt)
     ids = list(dict.fromkeys(c.run_id for ph in phases for c in ph))
     stored = sum(store.get(i) is not None for i in ids)
     partial = sum(store.get(i, status="partial") is not None for i in ids)
-    return {"eta0": eta0, "lam0": lam0, "b": b, "optimum_known": known_opt, "b_known": known_b, "phases": phases,
+    return {"eta0": eta0, "lam0": lam0, "b": b, "b_sqrt": b_sqrt, "optimum_known": known_opt, "b_known": known_b,
+            "phases": phases,
             "n_runs": len(ids), "stored": stored, "partial": partial,
             "complete": known_opt and known_b and stored == len(ids)}
 
@@ -271,10 +289,11 @@ def plain_reading(s: dict) -> str:
         parts.append(f"Scaling λ with width flattens σ_top as the argument says (σ_top ∝ d^{sv['mup']:+.2f} / "
                      f"d^{sv['wd']:+.2f} / d^{sv['indep']:+.2f} under mup / wd / indep).")
     best = s.get("best_rule")
-    if best == "fitted":
-        f = r["fitted"]
+    if best in ("fitted", "fitted-sqrt"):
+        f = r[best]
         verb = "transfers best here" if s.get("conclusive", True) else "has the smallest drift (not conclusive)"
-        parts.append(f"The fitted rule (λ ∝ d^{f.get('b', float('nan')):.2f}, from this study's own α̂) {verb} "
+        src = "measured law" if best == "fitted" else "α̂, √(η/λ) law assumed"
+        parts.append(f"The {best} rule (λ ∝ d^{f.get('b', float('nan')):.2f}, from this study's own {src}) {verb} "
                      f"(drift {f['drift']:+.2f}); among the named rules:")
         best = min(("mup", "wd", "indep"), key=lambda k: abs(d[k]))
     if best == "wd":
@@ -352,8 +371,15 @@ def format_summary(s: dict) -> str:
             for k, r in s["rules"].items()))
     if s.get("fitted"):
         f = s["fitted"]
-        lines.append(f"fitted rule: alpha_hat = {f['alpha_hat']:.2f} from widths {f['widths']} under mup at eta0, "
-                     f"so b = 2 alpha_hat - 1 = {f['b']:+.2f} (lam ~ d^b)")
+        lines.append(f"fitted rule (measured law): sigma_top ~ eta^{f['a_hat']:.2f} lam^-{f['b_hat']:.2f} on "
+                     f"{'the proxy grid' if f['b_hat_scope'] == 'proxy' else 'every width'} ({f['n_law']} runs at "
+                     f"S >= {f['min_S']:g}), width exponent under mup e = {f['e_mup']:+.2f} "
+                     f"from widths {f['widths']} at eta0, so lam ~ d^(e/b_hat) = d^{f['b']:+.2f} "
+                     f"(the sqrt(eta/lam) law's 2 alpha_hat - 1 would say d^{f['b_sqrt']:+.2f})")
+    if s.get("fitted_sqrt"):
+        f = s["fitted_sqrt"]
+        lines.append(f"fitted-sqrt rule (sqrt(eta/lam) law assumed): alpha_hat = {f['alpha_hat']:.2f} from widths "
+                     f"{f['widths']} under mup at eta0, so b = 2 alpha_hat - 1 = {f['b']:+.2f} (lam ~ d^b)")
     lines.append(s["sentence"])
     lines += regime_lines(s.get("regime") or {})
     if s.get("reading"):

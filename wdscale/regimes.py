@@ -11,7 +11,10 @@ This module measures, per study:
 * the drift per rule with its CI and the best rule (``verdict.transfer_verdict`` / ``compare_rules``);
 * S = sum_t eta_t lam and tau in epochs (tau = 1/(eta_peak lam) steps, in passes over the training bytes) at each
   rule's optimum;
-* the ``fitted`` rule: b = 2 alpha_hat - 1 from the study's two smallest widths under mup at eta0, and how it did.
+* the measured law sigma_top ~ eta^a lam^-b per class, a and b apart (``law_exponents``, ``wdscale.law``);
+* the ``fitted`` rule: lam ~ d^(e_mup / b_hat), e_mup = sigma_top's width exponent under mup at eta0 over the two
+  smallest widths and b_hat the measured lam exponent on the proxy grid (``fitted_b``); ``fitted-sqrt`` keeps the
+  paper's b = 2 alpha_hat - 1 (``fitted_b_sqrt``, the case a = b = 1/2); and how each did.
 
 Inputs are store records (``RunStore.records()``); nothing here trains.
 """
@@ -42,27 +45,79 @@ def matrix_class(name: str, model: str = "transformer") -> str | None:
     return CLASS_OF[m.group(1)]
 
 
+FITTED = ("fitted", "fitted-sqrt")  # the rules measured from the study itself
+
+
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9)
 
 
-def fitted_b(records: list[dict], eta0: float, n_boot: int = 300) -> dict | None:
-    """The fitted rule's wd exponent b = 2 alpha_hat - 1, alpha_hat from the two smallest widths under mup at eta0.
-
-    Under mup (eta ~ 1/m, lam fixed) sigma_top ~ sqrt(eta/lam) d^alpha ~ d^(alpha - 1/2), so alpha_hat is the
-    measured width exponent + 1/2 (``analysis.width_exponents``, sigma_top the geometric mean over the hidden
-    matrices, seeds pooled).  b is rounded to 0.01 so the phase's run ids are stable.  None without both widths."""
+def mup_width_exponent(records: list[dict], eta0: float, n_boot: int = 300) -> dict | None:
+    """e_mup: sigma_top's width exponent under mup (lam fixed) at eta0 over the study's two smallest widths
+    (``analysis.width_exponents``, sigma_top the geometric mean over the hidden matrices, seeds pooled), with its CI.
+    None without both widths."""
     mup = [r for r in records if r["rule"] == "mup" and _close(r["lr"], eta0) and not r.get("diverged")]
     widths = sorted({r["width"] for r in mup})[:2]
     if len(widths) < 2:
         return None
     fits = width_exponents([r for r in mup if r["width"] in widths], n_boot=n_boot)
-    if not fits or not math.isfinite(fits[0]["alpha"]):
+    if not fits or not math.isfinite(fits[0]["exponent"]):
         return None
     f = fits[0]
-    alpha = f["alpha"]
-    return {"alpha_hat": alpha, "alpha_ci": [f["ci_low"] + 0.5, f["ci_high"] + 0.5], "widths": widths,
-            "b": round(2 * alpha - 1, 2), "eta0": eta0}
+    return {"e_mup": f["exponent"], "e_mup_ci": [f["ci_low"], f["ci_high"]], "widths": widths}
+
+
+def fitted_b_sqrt(records: list[dict], eta0: float, n_boot: int = 300) -> dict | None:
+    """The ``fitted-sqrt`` rule's wd exponent b = 2 alpha_hat - 1, alpha_hat from the two smallest widths under mup
+    at eta0 (the sqrt(eta/lam) law assumed: a = b = 1/2).
+
+    Under mup (eta ~ 1/m, lam fixed) sigma_top ~ sqrt(eta/lam) d^alpha ~ d^(alpha - 1/2), so alpha_hat is the
+    measured width exponent + 1/2.  b is rounded to 0.01 so the phase's run ids are stable.  None without both
+    widths."""
+    e = mup_width_exponent(records, eta0, n_boot)
+    if e is None:
+        return None
+    alpha = e["e_mup"] + 0.5
+    return {"rule": "fitted-sqrt", "alpha_hat": alpha, "alpha_ci": [e["e_mup_ci"][0] + 0.5, e["e_mup_ci"][1] + 0.5],
+            "e_mup": e["e_mup"], "e_mup_ci": e["e_mup_ci"], "widths": e["widths"], "b": round(2 * alpha - 1, 2),
+            "eta0": eta0}
+
+
+MIN_B_HAT = 0.05  # a measured lam exponent of sigma_top below this: lam barely moves sigma_top, no rule follows
+
+
+def fitted_b(records: list[dict], eta0: float, n_boot: int = 300, proxy: list[dict] | None = None) -> dict | None:
+    """The ``fitted`` rule's wd exponent from the measured law: lam ~ d^(e_mup / b_hat).
+
+    e_mup is sigma_top's width exponent under mup at eta0 over the two smallest widths (``mup_width_exponent``);
+    b_hat is sigma_top's lam exponent (sigma ~ eta^a lam^-b_hat, ``law.measure_law``, all hidden matrices pooled,
+    runs at S >= 3) on the proxy grid at d0: ``proxy`` (the proxy's records) where given, else the base-width
+    runs among ``records``; where those hold a single lam, every width of ``records`` (``b_hat_scope`` says which).
+    b is rounded to 0.01 so the phase's run ids are stable.  None without both widths or without a b_hat >=
+    ``MIN_B_HAT`` (then ``fitted_b_sqrt`` is the fallback a caller may use)."""
+    from .law import fitted_exponent, measure_law
+
+    e = mup_width_exponent(records, eta0, n_boot)
+    if e is None:
+        return None
+    pool = list(proxy or []) + list(records)
+    law = measure_law(pool, n_boot=n_boot)
+    f = law["pooled"]
+    if not f or not f.get("identifiable") or not math.isfinite(f["b"]) or f["b"] < MIN_B_HAT:
+        return None
+    beta = fitted_exponent(e["e_mup"], f["b"])
+    return {"rule": "fitted", "b": round(beta, 2), "e_mup": e["e_mup"], "e_mup_ci": e["e_mup_ci"],
+            "widths": e["widths"], "b_hat": f["b"], "b_hat_ci": f["b_ci"], "a_hat": f["a"], "a_hat_ci": f["a_ci"],
+            "n_law": f["n"], "b_hat_scope": law["scope"], "min_S": law["min_S"], "eta0": eta0,
+            "b_sqrt": round(2 * e["e_mup"], 2)}
+
+
+def law_exponents(records: list[dict], spectra=None, n_boot: int = 300) -> dict:
+    """The measured law of a study (``law.measure_law``): sigma_top ~ eta^a lam^-b per matrix class and pooled, a
+    and b apart with CIs, S >= 3 runs; ||W||_F and the bulk too where ``spectra`` is given."""
+    from .law import measure_law
+
+    return measure_law(records, spectra, n_boot=n_boot)
 
 
 def alpha_per_class(records: list[dict], eta0: float, model: str = "transformer", n_boot: int = 400) -> dict:
@@ -136,23 +191,42 @@ def study_regime(records: list[dict], eta0: float | None = None, name: str = "",
                                                               if o["method"] in ("edge", "none")],
                             "b": next((r.get("b") for r in study if r["rule"] == v["rule"]), None)}
     c = cmp[0] if cmp else {}
-    named = {k: r for k, r in rules.items() if k != "fitted"}
+    named = {k: r for k, r in rules.items() if k not in FITTED}
     best_named = min(named, key=lambda k: abs(named[k]["drift"]) if math.isfinite(named[k]["drift"]) else math.inf,
                      default=None)
-    alphas = alpha_per_class([r for r in study if r["rule"] != "fitted"], eta0, model) if eta0 else {}
+    alphas = alpha_per_class([r for r in study if r["rule"] not in FITTED], eta0, model) if eta0 else {}
+    law = law_exponents(recs, n_boot=200)
+    fit_law = fitted_b(study, eta0, n_boot=200, proxy=recs) if eta0 else None
+    fit_sqrt = fitted_b_sqrt(study, eta0, n_boot=200) if eta0 else None
     return {"name": name, "regime": regime, "model": model, "base_width": base, "lam0": lam0, "eta0": eta0,
             "widths": sorted({r["width"] for r in study}), "seeds": sorted({r["seed"] for r in study}),
             "n_runs": len(recs), "steps": recs[0]["steps"], "epochs": (bps * recs[0]["steps"] / tb) if bps and tb
             else None, "alpha": alphas, "rules": rules, "best_rule": c.get("best_rule"),
             "best_named_rule": best_named, "conclusive": c.get("conclusive", False),
             "sentence": c.get("sentence", ""), "fitted": _fitted_result(rules, best_named),
+            "fitted_sqrt": _fitted_result(rules, best_named, "fitted-sqrt"),
+            "law": law, "fitted_b": fit_law, "fitted_b_sqrt": fit_sqrt,
+            "stored_fitted_kind": _stored_fitted_kind(rules, fit_law, fit_sqrt),
             "min_S_at_optima": min((a["S"] for r in rules.values() for a in r["at_optimum"].values()
                                     if a["S"] is not None), default=None),
             "all_interior": all(not r["on_edge"] for r in rules.values()) if rules else False}
 
 
-def _fitted_result(rules: dict, best_named: str | None) -> dict | None:
-    f = rules.get("fitted")
+def _stored_fitted_kind(rules: dict, fit_law: dict | None, fit_sqrt: dict | None) -> str | None:
+    """Which recipe the study's stored ``fitted`` runs follow: ``law`` (lam ~ d^(e_mup/b_hat)) or ``sqrt``
+    (2 alpha_hat - 1: studies built before the law was measured), read off their b; None without fitted runs."""
+    b = (rules.get("fitted") or {}).get("b")
+    if b is None:
+        return None
+    if fit_law and abs(b - fit_law["b"]) < 0.015:
+        return "law"
+    if fit_sqrt and abs(b - fit_sqrt["b"]) < 0.015:
+        return "sqrt"
+    return "unknown"
+
+
+def _fitted_result(rules: dict, best_named: str | None, rule: str = "fitted") -> dict | None:
+    f = rules.get(rule)
     if f is None or best_named is None:
         return None
     bn = rules[best_named]
@@ -175,7 +249,7 @@ def _corpus_train_bytes(rec: dict) -> int | None:
 
 def short_finding(s: dict) -> str:
     """'tf-lm (LM pretraining ...): smallest drift wd +0.02 [-0.19, +0.17], then indep +0.12 ...' with the verdict."""
-    ranked = sorted((r for r in s["rules"] if r != "fitted"),
+    ranked = sorted((r for r in s["rules"] if r not in FITTED),
                     key=lambda r: abs(s["rules"][r]["drift"]) if math.isfinite(s["rules"][r]["drift"]) else math.inf)
     parts = [f"{r} {s['rules'][r]['drift']:+.2f} [{s['rules'][r]['drift_ci'][0]:+.2f}, "
              f"{s['rules'][r]['drift_ci'][1]:+.2f}]" for r in ranked]

@@ -33,9 +33,12 @@ Rules (Fan et al. 2025, arXiv 2510.15262, and the variants users of microsoft/mu
              "independent" weight decay; Kosson et al., Wang & Aitchison).
 * ``wd``     mu-P with lam2 proportional to sqrt(m): the paper's rule, keeps sigma_top width-invariant.
 * ``custom`` eta2 proportional to m^-a, lam2 proportional to m^b (defaults a=1, b=0.5).
-* ``fitted`` the paper's recipe taken literally: ``custom`` with a = 1 and b = 2*alpha_hat - 1, where alpha_hat is
-             sigma_top's width exponent measured on the study's own two smallest widths under ``mup``
-             (``wdscale.regimes.fitted_b``).  Same maths as ``custom``; its own name so studies report it apart.
+* ``fitted`` the measured law's rule: ``custom`` with a = 1 and b = e_mup / b_hat, where e_mup is sigma_top's width
+             exponent on the study's own two smallest widths under ``mup`` and b_hat its measured lam exponent
+             (sigma_top ~ eta^a lam^-b_hat on the proxy grid; ``wdscale.regimes.fitted_b``, ``wdscale.law``).
+* ``fitted-sqrt`` the paper's recipe taken literally: b = 2*alpha_hat - 1 = 2 e_mup, i.e. ``fitted`` with the
+             sqrt(eta/lam) law assumed (a = b_hat = 1/2; ``wdscale.regimes.fitted_b_sqrt``).
+             Both are the maths of ``custom``; their own names so studies report them apart.
 """
 from __future__ import annotations
 
@@ -43,13 +46,13 @@ import math
 import re
 from dataclasses import dataclass
 
-RULES = ("sp", "mup", "indep", "wd", "custom", "fitted")
-FREE_RULES = ("custom", "fitted")  # rules whose exponents (a, b) are part of the run
+RULES = ("sp", "mup", "indep", "wd", "custom", "fitted", "fitted-sqrt")
+FREE_RULES = ("custom", "fitted", "fitted-sqrt")  # rules whose exponents (a, b) are part of the run
 CLASSES = ("matrix", "vector", "embedding", "readout")
 
 RULE_SHORT = {  # plot labels
     "sp": "SP", "mup": "μP, λ fixed", "indep": "μP, ηλ fixed (λ∝d)", "wd": "μP, λ∝√d", "custom": "custom",
-    "fitted": "μP, λ∝d^(2α̂−1) (fitted)",
+    "fitted": "μP, λ∝d^(e/b̂) (fitted, measured law)", "fitted-sqrt": "μP, λ∝d^(2α̂−1) (fitted, √(η/λ) law)",
 }
 RULE_INFO = {
     "sp": "SP: nothing scaled with width",
@@ -57,7 +60,10 @@ RULE_INFO = {
     "indep": "muP, eta*lam fixed: lam ~ d (mup MuAdamW default)",
     "wd": "muP, lam ~ sqrt(d) (Fan et al. 2025)",
     "custom": "eta ~ m^-a, lam ~ m^b",
-    "fitted": "muP, lam ~ d^(2 alpha_hat - 1), alpha_hat measured at the two smallest widths",
+    "fitted": "muP, lam ~ d^(e_mup/b_hat): e_mup = sigma_top's width exponent under mup at the two smallest widths, "
+              "b_hat its measured lam exponent on the proxy grid",
+    "fitted-sqrt": "muP, lam ~ d^(2 alpha_hat - 1), alpha_hat measured at the two smallest widths (sqrt(eta/lam) "
+                   "law assumed)",
 }
 
 
@@ -66,9 +72,10 @@ def rule_exponents(rule: str, a: float | None = None, b: float | None = None) ->
     table = {"sp": (0.0, 0.0), "mup": (1.0, 0.0), "indep": (1.0, 1.0), "wd": (1.0, 0.5)}
     if rule == "custom":
         return (1.0 if a is None else float(a), 0.5 if b is None else float(b))
-    if rule == "fitted":
+    if rule in ("fitted", "fitted-sqrt"):
         if b is None:
-            raise ValueError("rule fitted needs its measured wd exponent b = 2*alpha_hat - 1 (give -b)")
+            what = "e_mup/b_hat" if rule == "fitted" else "2*alpha_hat - 1"
+            raise ValueError(f"rule {rule} needs its measured wd exponent b = {what} (give -b)")
         return (1.0 if a is None else float(a), float(b))
     if rule not in table:
         raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
