@@ -76,9 +76,53 @@ def _rules(s: str) -> list[str]:
     return out
 
 
+def _model_arg(s: str) -> str:
+    if s in ("synthetic", "transformer") or s.endswith(".py"):
+        return s
+    raise argparse.ArgumentTypeError(f"{s!r}: choose synthetic, transformer or a model file path ending in .py")
+
+
+def add_own_args(p: argparse.ArgumentParser) -> None:
+    """Options of a model-file study (wdscale.own); ignored for the built-in models."""
+    p.add_argument("--override", action="append", default=[], metavar="NAME=CLASS",
+                   help="model file: give a parameter (name or regex) its class (matrix, vector, embedding, readout); "
+                        "repeatable")
+    p.add_argument("--init", default="mup", choices=["mup", "keep"],
+                   help="model file: re-draw each class as mu-P says (mup), or keep build()'s own init (keep)")
+    p.add_argument("--members", default="auto", choices=["auto", "loop", "batched"],
+                   help="model file: train members one at a time (loop), batched with torch.func (batched), or "
+                        "whichever is measured faster here (auto)")
+
+
+def own_common(args) -> dict:
+    """RunConfig fields of a model file from the CLI options ({} for the built-in models)."""
+    if not str(args.model).endswith(".py"):
+        return {}
+    from .own import load, parse_overrides
+
+    load(args.model)  # one line, rc 2: a missing file, a syntax error (file:line), no build/batches/val_batches
+    ov = ";".join(args.override)
+    parse_overrides(ov)
+    return dict(model_file=args.model, init=args.init, overrides=ov)
+
+
+def print_classes(configs) -> None:
+    """Before a model file trains: which parameter got which class, lr and wd (at the widest width, first run)."""
+    own = [c for c in configs if c.model_file is not None]
+    if not own:
+        return
+    from .own import class_rows, format_class_rows, load, parse_overrides
+
+    c = max(own, key=lambda c: c.width)
+    print(format_class_rows(class_rows(load(c.model_file), c, parse_overrides(c.overrides)), c), file=sys.stderr)
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The options that describe a sweep (shared with validate/bench where relevant)."""
-    p.add_argument("--model", default="synthetic", choices=["synthetic", "transformer"])
+    p.add_argument("--model", default="synthetic", type=_model_arg,
+                   help="synthetic, transformer, or your own model file (path/to/file.py: defines build(width), "
+                        "batches(seed), val_batches(), optionally loss(model, batch); docs/own-model.md)")
+    add_own_args(p)
     p.add_argument("--widths", type=_num_list(int), default=[64, 128, 256], help="comma list, e.g. 64,128,256")
     p.add_argument("--base-width", type=int, default=64, help="proxy width d0")
     p.add_argument("--rules", type=_rules, default=["mup", "wd"], help=f"comma list of {', '.join(RULES)}")
@@ -127,7 +171,12 @@ def configs_from_args(args) -> list:
                   depth=args.depth)
     if args.model == "transformer":
         common.update(seq_len=args.seq_len, head_dim=args.head_dim, corpus=args.corpus)
-    configs = expand_grid(args.model, args.widths, args.base_width, args.rules, args.lrs, args.wds, args.steps,
+    own = own_common(args)
+    if own:
+        from .own import model_name
+
+        common.update(own, batch_size=None, depth=None)
+    configs = expand_grid(model_name(args.model) if own else args.model, args.widths, args.base_width, args.rules, args.lrs, args.wds, args.steps,
                           seeds, **common)
     preflight(configs, args.device)
     return configs
@@ -170,7 +219,9 @@ def cmd_sweep(args) -> int:
         print("warning:", w, file=sys.stderr)
     for w in _decay_warnings(configs):
         print("warning:", w, file=sys.stderr)
-    opts = TrainOptions(device=args.device, amp=args.amp, compile=args.compile, spectra_every=args.spectra_every)
+    print_classes(configs)
+    opts = TrainOptions(device=args.device, amp=args.amp, compile=args.compile, spectra_every=args.spectra_every,
+                        members=args.members)
     bar = _progress_bar(configs, store)
 
     def on_record(rec):
@@ -223,6 +274,8 @@ def _progress_bar(configs, store):
             elif e["type"] in ("step", "done", "cancelled") and self.t:
                 self.t.update((e["step"] - self.last.get(k, 0)) * self.n.get(k, 0))
                 self.last[k] = e["step"]
+            elif e["type"] == "notice":  # e.g. which member path a model file trains on, and why
+                (self.t.write if self.t else print)(e["text"], file=sys.stderr)
             elif e["type"] == "ray" and self.t:
                 self.t.set_postfix_str(f"ray tasks: {e['done']} done, {e['running']} running, {e['queued']} queued")
 

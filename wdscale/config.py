@@ -24,6 +24,7 @@ SCHEDULES = ("constant", "warmup", "cosine", "exp_warmup")
 # as "cached" (synthetic 2: the normalized residual MLP on a finite power-law task; transformer 2: one attention
 # scale 1/sqrt(head_dim) for every rule).
 MODEL_VERSIONS = {"synthetic": 2, "transformer": 2}
+OWN_VERSION = 1  # the model-file trainer (wdscale.own): members train as a plain torch loop would
 # Bounds on what one config may ask for: far beyond any study this tool is for, well below what would exhaust
 # memory before a check could run (the loss history alone is steps x members floats).
 MAX_STEPS = 1_000_000
@@ -58,20 +59,37 @@ class RunConfig:
     # transformer only: train on the first train_bytes bytes of the corpus's training split, revisited in epochs
     # (Wang & Aitchison's multi-epoch regime); None = the whole split (LM pretraining: at most ~one pass)
     train_bytes: int | None = None
+    # a user's model file (wdscale.own): ``model`` is then the file's stem, and the file's sha256 is in the run id
+    model_file: str | None = None
+    init: str = "mup"  # model files: "mup" re-draws each class as rules.Resolved says; "keep" keeps build()'s init
+    overrides: str = ""  # model files: "NAME=CLASS;..." (name or regex), before the classes shapes give
 
     def __post_init__(self):
         validate_config(self)
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha1(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:16]
+        d = self.canonical()
+        d.pop("model_file", None)  # a model file's content names its runs (model_file_sha256), not where it lies
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def canonical(self) -> dict:
         d = dataclasses.asdict(self)
-        d["model_version"] = MODEL_VERSIONS[self.model]
-        if d["train_bytes"] is None:  # the field came later: run ids of whole-corpus runs stay what they were
+        if self.model_file is None:  # the fields came later: run ids of the built-in models stay what they were
+            for k in ("model_file", "init", "overrides"):
+                d.pop(k)
+        else:  # the file defines its own data and shapes; its bytes, hashed, stand for them
+            from .own import file_digest
+
+            for k in ("seq_len", "head_dim", "corpus", "train_bytes", "depth", "batch_size"):
+                d.pop(k, None)
+            d["model_file_sha256"] = file_digest(self.model_file)
+        d["model_version"] = MODEL_VERSIONS.get(self.model, OWN_VERSION) if self.model_file is None else OWN_VERSION
+        if "train_bytes" in d and d["train_bytes"] is None:  # the field came later: run ids of whole-corpus runs stay what they were
             d.pop("train_bytes")
-        if self.model == "synthetic":  # transformer-only fields do not change a synthetic run
+        if self.model_file is not None:
+            pass
+        elif self.model == "synthetic":  # transformer-only fields do not change a synthetic run
             for k in ("seq_len", "head_dim", "corpus", "train_bytes"):
                 d.pop(k, None)
         elif self.corpus != "stdlib":  # a user's file: its content, not just its path, names the run
@@ -142,8 +160,19 @@ def schedule_sum(schedule: str, warmup: float, steps: int, m: float = 1.0) -> fl
 
 def validate_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message for anything a user could mistype."""
-    if c.model not in MODELS:
-        raise ValueError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
+    if c.model_file is not None:
+        from .errors import BadInput
+        from .own import INITS, file_digest, model_name, parse_overrides
+
+        file_digest(c.model_file)  # BadInput (one line) for a missing file
+        if c.model != model_name(c.model_file):
+            raise BadInput(f"a model file's runs are named after the file: model {model_name(c.model_file)!r}, "
+                           f"not {c.model!r}")
+        if c.init not in INITS:
+            raise BadInput(f"unknown init {c.init!r}; choose from {', '.join(INITS)}")
+        parse_overrides(c.overrides)
+    elif c.model not in MODELS:
+        raise ValueError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)} or a model file (path.py)")
     if c.rule not in RULES:
         raise ValueError(f"unknown rule {c.rule!r}; choose from {', '.join(RULES)}")
     if c.schedule not in SCHEDULES:

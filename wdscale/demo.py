@@ -451,7 +451,9 @@ def _bar():
         t = None
 
         def __call__(self, e):
-            if e["type"] == "start":
+            if e["type"] == "notice":  # e.g. which member path a model file trains on, and why
+                (tqdm.write if self.t else print)(e["text"], file=sys.stderr)
+            elif e["type"] == "start":
                 if self.t:
                     self.t.close()
                 self.t = tqdm(total=e["steps"], desc=f"width {e['width']} x {e['n_members']} members",

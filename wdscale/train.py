@@ -69,6 +69,7 @@ class TrainOptions:
     # checkpoint_seconds of wall time and on cancel, so kill -9 or a cancelled study resumes instead of restarting.
     # run_sweep puts them in <store>/checkpoints and deletes one once its runs are stored.
     checkpoint_dir: str | None = None
+    members: str = "auto"  # model files (wdscale.own): "loop", "batched" (torch.func) or "auto" (measured here)
     checkpoint_seconds: float = field(default_factory=lambda: float(os.environ.get("WDSCALE_CHECKPOINT_SECONDS",
                                                                                   120)))
 
@@ -178,9 +179,14 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     twin = _twins(configs, resolved)
     uniq = sorted(set(twin))
     slot = {j: k for k, j in enumerate(uniq)}
-    ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
-    run = _EnsembleRun([configs[j] for j in uniq], opts, on_event or (lambda e: None), ckpt)
-    res = run.results(run.loop(cancel))
+    if configs[0].model_file is not None:  # a user's model file: its own trainer (loop or torch.func members)
+        from .own import train_members
+
+        res = train_members([configs[j] for j in uniq], opts, on_event, cancel)
+    else:
+        ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
+        run = _EnsembleRun([configs[j] for j in uniq], opts, on_event or (lambda e: None), ckpt)
+        res = run.results(run.loop(cancel))
     return [{**res[slot[t]], "config": c, "run_id": c.run_id, "resolved": r}
             for c, r, t in zip(configs, resolved, twin)]
 
@@ -380,6 +386,12 @@ def synthetic_memory_estimate(cfg: RunConfig, n_members: int) -> int:
 def preflight(configs: list[RunConfig], device: str = "cpu") -> None:
     """Checks that need no training: the device exists, the corpus reads, the model fits in memory."""
     dev = pick_device(device)
+    own = [c for c in configs if c.model_file is not None]
+    if own:
+        from .own import preflight as own_preflight
+
+        own_preflight(own)
+        configs = [c for c in configs if c.model_file is None]
     syn = [c for c in configs if c.model == "synthetic"]
     if syn:
         from .transformer import available_memory
