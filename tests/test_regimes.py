@@ -8,7 +8,7 @@ import pytest
 from wdscale import presets
 from wdscale.config import RunConfig, lr_factor, schedule_sum
 from wdscale.data import TextData, load_corpus, split
-from wdscale.regimes import alpha_per_class, fitted_b, matrix_class, study_regime
+from wdscale.regimes import alpha_per_class, fitted_b, fitted_b_sqrt, matrix_class, study_regime
 from wdscale.verdict import record_taus, transfer_verdict
 from test_verdict import LRS, make_record, planted_loss
 
@@ -65,13 +65,13 @@ def _sv_records(alpha, rule="mup", widths=(32, 64, 128), eta0=0.01, lam=0.1, noi
 
 
 @pytest.mark.parametrize("alpha", [0.75, 0.6, 1.0])
-def test_fitted_b_recovers_a_known_alpha(alpha):
+def test_fitted_b_sqrt_recovers_a_known_alpha(alpha):
     recs = _sv_records(alpha) + _sv_records(alpha, rule="wd")
-    f = fitted_b(recs, 0.01)
+    f = fitted_b_sqrt(recs, 0.01)
     assert f["widths"] == [32, 64]  # the two smallest widths only
     assert f["alpha_hat"] == pytest.approx(alpha, abs=1e-9)
     assert f["b"] == pytest.approx(round(2 * alpha - 1, 2))
-    assert fitted_b(_sv_records(alpha, widths=(32,)), 0.01) is None  # one width: nothing to fit
+    assert fitted_b_sqrt(_sv_records(alpha, widths=(32,)), 0.01) is None  # one width: nothing to fit
 
 
 def test_alpha_per_class_pools_rules_through_sqrt_eta_over_lam():

@@ -32,15 +32,24 @@ def test_custom_exponents_and_identity_at_base_width():
     assert r.groups["matrix"]["lr"] == pytest.approx(1e-2 * 8 ** -0.5)
     assert r.groups["matrix"]["wd"] == pytest.approx(0.1 * 8 ** 1.5)
     for rule in RULES:  # at m = 1 every rule is the proxy itself
-        g = resolve(rule, 64, 64, 1e-2, 0.1, b=0.3 if rule == "fitted" else None).groups["matrix"]
+        g = resolve(rule, 64, 64, 1e-2, 0.1, b=0.3 if rule in ("fitted", "fitted-sqrt") else None).groups["matrix"]
         assert (g["lr"], g["wd"]) == (1e-2, 0.1)
 
 
-def test_fitted_rule_is_custom_with_its_measured_b_and_refuses_without_it():
-    f, c = resolve("fitted", 256, 64, 1e-2, 0.1, b=0.4), resolve("custom", 256, 64, 1e-2, 0.1, a=1.0, b=0.4)
+@pytest.mark.parametrize("rule", ["fitted", "fitted-sqrt"])
+def test_fitted_rule_is_custom_with_its_measured_b_and_refuses_without_it(rule):
+    f, c = resolve(rule, 256, 64, 1e-2, 0.1, b=0.4), resolve("custom", 256, 64, 1e-2, 0.1, a=1.0, b=0.4)
     assert f.groups == c.groups and f.readout_mult == c.readout_mult == 0.25
-    with pytest.raises(ValueError, match="fitted needs"):
-        resolve("fitted", 256, 64, 1e-2, 0.1)
+    with pytest.raises(ValueError, match=f"{rule} needs"):
+        resolve(rule, 256, 64, 1e-2, 0.1)
+
+
+def test_both_fitted_rules_are_named_everywhere():
+    from wdscale.rules import FREE_RULES, RULE_INFO, RULE_SHORT
+
+    for rule in ("fitted", "fitted-sqrt"):
+        assert rule in RULES and rule in FREE_RULES and rule in RULE_SHORT and rule in RULE_INFO
+    assert RULE_SHORT["fitted"] != RULE_SHORT["fitted-sqrt"]
 
 
 @pytest.mark.parametrize("bad", [dict(rule="nope"), dict(width=0), dict(base_width=-1), dict(lr=0.0),

@@ -121,7 +121,8 @@ def unique_runs(records: list[dict]) -> list[dict]:
     """Finished, non-diverged, decayed runs, each computation once."""
     seen = {}
     for r in records:
-        if r.get("status", "done") != "done" or r.get("diverged") or not r.get("matrix_wd"):
+        if (r.get("status", "done") != "done" or r.get("diverged") or not r.get("matrix_wd")
+                or not r.get("param_class") or not r.get("top_sv")):
             continue
         seen.setdefault(_key(r), r)
     return list(seen.values())

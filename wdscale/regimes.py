@@ -91,8 +91,9 @@ def fitted_b(records: list[dict], eta0: float, n_boot: int = 300, proxy: list[di
 
     e_mup is sigma_top's width exponent under mup at eta0 over the two smallest widths (``mup_width_exponent``);
     b_hat is sigma_top's lam exponent (sigma ~ eta^a lam^-b_hat, ``law.measure_law``, all hidden matrices pooled,
-    runs at S >= 3) on the proxy grid at d0: ``proxy`` (the proxy's records) where given, else the base-width
-    runs among ``records``; where those hold a single lam, every width of ``records`` (``b_hat_scope`` says which).
+    runs at S >= 3, or every run where none is: ``min_S`` says which) on the proxy grid at d0: ``proxy`` (the
+    proxy's records) where given, else the base-width runs among ``records``; where those hold a single lam, every
+    width of ``records`` (``b_hat_scope`` says which).
     b is rounded to 0.01 so the phase's run ids are stable.  None without both widths or without a b_hat >=
     ``MIN_B_HAT`` (then ``fitted_b_sqrt`` is the fallback a caller may use)."""
     from .law import fitted_exponent, measure_law
@@ -102,6 +103,8 @@ def fitted_b(records: list[dict], eta0: float, n_boot: int = 300, proxy: list[di
         return None
     pool = list(proxy or []) + list(records)
     law = measure_law(pool, n_boot=n_boot)
+    if not (law["pooled"] or {}).get("identifiable"):  # no run past S >= 3 separates eta from lam (a short
+        law = measure_law(pool, min_S=0.0, n_boot=n_boot)  # smoke run): every run, and min_S = 0 says so
     f = law["pooled"]
     if not f or not f.get("identifiable") or not math.isfinite(f["b"]) or f["b"] < MIN_B_HAT:
         return None
@@ -195,9 +198,11 @@ def study_regime(records: list[dict], eta0: float | None = None, name: str = "",
     best_named = min(named, key=lambda k: abs(named[k]["drift"]) if math.isfinite(named[k]["drift"]) else math.inf,
                      default=None)
     alphas = alpha_per_class([r for r in study if r["rule"] not in FITTED], eta0, model) if eta0 else {}
-    law = law_exponents(recs, n_boot=200)
-    fit_law = fitted_b(study, eta0, n_boot=200, proxy=recs) if eta0 else None
-    fit_sqrt = fitted_b_sqrt(study, eta0, n_boot=200) if eta0 else None
+    sv = [r for r in recs if r.get("param_class") and r.get("top_sv")]  # records with their sigma_top
+    sv_study = [r for r in study if r.get("param_class") and r.get("top_sv")]
+    law = law_exponents(sv, n_boot=200) if sv else None
+    fit_law = fitted_b(sv_study, eta0, n_boot=200, proxy=sv) if eta0 and sv_study else None
+    fit_sqrt = fitted_b_sqrt(sv_study, eta0, n_boot=200) if eta0 and sv_study else None
     return {"name": name, "regime": regime, "model": model, "base_width": base, "lam0": lam0, "eta0": eta0,
             "widths": sorted({r["width"] for r in study}), "seeds": sorted({r["seed"] for r in study}),
             "n_runs": len(recs), "steps": recs[0]["steps"], "epochs": (bps * recs[0]["steps"] / tb) if bps and tb
