@@ -49,6 +49,39 @@ def test_every_step_has_a_drawn_figure_a_formula_and_the_studys_numbers(data):
     assert 0.7 < steps[4]["alpha"] < 1.0  # synthetic-4w: alpha ~ 0.85 (docs/gallery.md)
 
 
+def test_step3_shows_eta_and_lam_apart_and_step5_uses_the_measured_exponents(data):
+    from wdscale.law import measure_law
+
+    s3 = tour.step3(data)
+    law = measure_law(data["store"].records(), n_boot=50)
+    L = s3["law"]
+    assert L["class"] == "W1" and L["n"] == law["pooled"]["n"] > 0
+    assert L["a"] == pytest.approx(law["classes"]["W1"]["a"], abs=1e-9)
+    assert f"η^{L['a']:.2f}" in s3["text"] and f"λ^−{L['b']:.2f}" in s3["text"]
+    assert s3["collapse"]["lam_after"] < s3["collapse"]["lam_before"]  # the lam direction collapses too
+    panels = [a.text for a in s3["fig"].layout.annotations]
+    assert any("along η" in t for t in panels) and any("along λ" in t for t in panels)
+    s5 = tour.step5(data)
+    b, e = law["pooled"]["b"], s5["alpha"] - 0.5
+    assert s5["b"] == pytest.approx(b, abs=1e-9) and s5["beta"] == pytest.approx(e / b, abs=1e-9)
+    assert s5["sqrt_b"] == pytest.approx(2 * e, abs=1e-9)
+    assert f"λ ∝ d^{e / b:.2f}" in s5["text"] and f"2e = {2 * e:.2f}" in s5["text"]
+    assert ("b ≠ a" in s3["text"]) == (abs(L["a"] - L["b"]) > 0.1)  # said exactly where the class's b != a
+
+
+def test_step3_says_b_differs_from_a_with_the_numbers():
+    """A store where lam moves sigma_top more than eta: the sentence names the gap."""
+    from wdscale.law import measure_law
+
+    data = tour.load()
+    law = measure_law(data["store"].records(), n_boot=20)
+    for f in law["classes"].values():
+        f["a"], f["b"] = 0.2, 0.7
+    s3 = tour.step3({**data, "law": law})
+    assert "b ≠ a (by 0.50)" in s3["text"] and "λ moves σ_top more" in s3["text"]
+    assert "η^0.20" in s3["text"] and "λ^−0.70" in s3["text"]
+
+
 def test_step7_lists_every_gallery_study_and_claims_nothing_beyond_them(tmp_path, data):
     root = tmp_path / "gallery"
     root.mkdir()

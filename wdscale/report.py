@@ -2,7 +2,8 @@
 
 For each rule (and fixed wd): the optimal lr per width, its drift in octaves per doubling of width, the regret
 of training every width at the proxy's optimal lr, PASS/FAIL against the threshold, and the horizon check
-(the same optima read at 1/4, 1/2 and all of the run, from the stored evals).
+(the same optima read at 1/4, 1/2 and all of the run, from the stored evals); and the measured law
+sigma ~ eta^a lam^-b per matrix class (``wdscale.law``; JSON key ``law``).
 """
 from __future__ import annotations
 
@@ -158,6 +159,34 @@ def build_report(records: list[dict], param: str = "lr", threshold: float = DEFA
     return verdicts, horizon_check(records, param=param)
 
 
+def store_law(dir_: str, records: list[dict]) -> dict | None:
+    """The measured law sigma ~ eta^a lam^-b of a store (``law.measure_law``): per matrix class and ``pooled``, a and
+    b with CIs, the run count and the S filter; ||W||_F and the bulk from the stored spectra where they read.
+    None when the records cannot say (no hidden matrices, or no spectra and no sigma_top)."""
+    from .law import measure_law, snapshot_steps
+    from .store import RunStore
+
+    try:
+        store = RunStore(Path(dir_), create=False)
+        spectra = store.spectra
+    except Exception:  # noqa: BLE001  (the summaries alone still carry sigma_top)
+        spectra = None
+    try:
+        law = measure_law(records, spectra)
+    except (KeyError, ValueError):
+        return None
+    law["snapshots"] = len(snapshot_steps(records, spectra)) if spectra is not None else 0
+    return law
+
+
+def law_markdown(law: dict | None) -> list[str]:
+    if not law:
+        return []
+    from .law import format_law
+
+    return ["", format_law({"this store": law})]
+
+
 def run(args) -> int:
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise ValueError(f"--threshold must be a finite number > 0, got {args.threshold}")
@@ -167,9 +196,9 @@ def run(args) -> int:
     verdicts, horizons = build_report(records, args.param, args.threshold, args.regret_threshold)
     if args.format == "json":
         print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons,
-                                     "comparison": compare_rules(verdicts)})))
+                                     "comparison": compare_rules(verdicts), "law": store_law(args.dir, records)})))
     elif args.format == "csv":
         print(to_csv(verdicts, args.param))
     else:
-        print(to_markdown(verdicts, horizons, args.param))
+        print("\n".join([to_markdown(verdicts, horizons, args.param)] + law_markdown(store_law(args.dir, records))))
     return 0

@@ -26,9 +26,9 @@ DEFAULT_STUDY = "synthetic-4w"
 TITLES = [
     "AdamW's update is ~η per entry",
     "Decay meets updates: a steady state",
-    "The spectrum scales as √(η/λ)",
+    "The spectrum scales with η and with λ: measured apart",
     "σ_top against width, per rule",
-    "The rule that follows: λ ∝ d^(2α−1)",
+    "The rule that follows: λ ∝ d^(e/b)",
     "Loss against learning rate: where the optimum goes",
     "The regime decides",
 ]
@@ -210,21 +210,117 @@ def _spread(curves, top: float | None = None) -> float:
     return analysis.collapse_metric(pts)
 
 
+def study_law(data: dict) -> dict:
+    """The measured law of the tour's store (``law.measure_law`` on every stored run, sigma_top from the records):
+    sigma_top ~ eta^a lam^-b per matrix class and pooled, runs at S >= 3.  Cached in ``data``."""
+    from .law import measure_law
+
+    if "law" not in data:
+        data["law"] = measure_law(data["store"].records(), n_boot=300)
+    return data["law"]
+
+
+def lam_curves(data: dict, width: int, param: str):
+    """Final spectra of ``param`` along lam at one matrix eta (seed 0): the stored runs of one width and one matrix
+    lr with the most distinct lam (the rules move lam apart at a width above d0; a demo's proxy grid at d0 has
+    several).  (curves, width, eta) or ([], None, None)."""
+    from .law import unique_runs
+
+    groups = {}
+    for r in unique_runs(data["store"].records()):
+        if param in r["param_class"]:
+            groups.setdefault((r["width"], f"{r['matrix_lr']:.9g}", r["seed"]), []).append(r)
+    if not groups:
+        return [], None, None
+    seed0 = min(k[2] for k in groups)
+    key = max((k for k in groups if k[2] == seed0), key=lambda k: (len({r["matrix_wd"] for r in groups[k]}),
+                                                                    k[0] == width, -abs(k[0] - width)))
+    sel = sorted({r["matrix_wd"]: r for r in groups[key]}.values(), key=lambda r: r["matrix_wd"])
+    if len(sel) < 2:
+        return [], None, None
+    curves = []
+    for r in sel:
+        try:
+            sv = np.asarray(data["store"].spectra(r["run_id"])[param])[-1]
+        except Exception:  # noqa: BLE001
+            continue
+        curves.append({"name": f"λ={r['matrix_wd']:.3g} ({r['rule']})", "x": np.arange(1, len(sv) + 1) / len(sv),
+                       "y": sv, "lam": r["matrix_wd"], "eta": r["matrix_lr"]})
+    return curves, key[0], sel[0]["matrix_lr"]
+
+
+def _two_way_plot(eta_raw, eta_resc, lam_raw, lam_resc, a, b, spreads, title):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    (e0, e1), (l0, l1) = spreads
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.08, vertical_spacing=0.14, subplot_titles=[
+        f"along η (λ fixed): σ_i (spread {e0:.2f})", f"σ_i / η^{a:.2f} (spread {e1:.2f})",
+        f"along λ (η fixed): σ_i (spread {l0:.2f})", f"σ_i · λ^{b:.2f} (spread {l1:.2f})"])
+    for row, pair in ((1, (eta_raw, eta_resc)), (2, (lam_raw, lam_resc))):
+        for col, curves in ((1, pair[0]), (2, pair[1])):
+            for c in curves:
+                fig.add_trace(go.Scatter(x=np.asarray(c["x"]), y=np.asarray(c["y"]), mode="lines", name=c["name"],
+                                         legendgroup=c["name"], showlegend=col == 1), row=row, col=col)
+            fig.update_xaxes(type="log", title_text="rank / d (log)", row=row, col=col)
+            fig.update_yaxes(type="log", row=row, col=col)
+    fig.update_layout(title=title, height=720)
+    return fig
+
+
 def step3(data: dict) -> dict:
-    raw, resc, width, param = spectra_curves(data)
-    b_all, a_all = _spread(raw), _spread(resc)
-    b_top, a_top = _spread(raw, TOP_FRACTION), _spread(resc, TOP_FRACTION)
-    verb = "shrinks" if a_top < b_top else "does not shrink"
-    return _step(3, "σ_i(W) ≈ √(η/λ) · f(i/d)   (f: a width-invariant shape)",
-                 f"In the steady state the singular values carry the scale √(η/λ). Here ({data['label']}, "
-                 f"{param}, d = {width}, {len(raw)} learning rates) dividing by √(η/λ) {verb} the spread of the top "
-                 f"eighth of the spectrum from {b_top:.2f} to {a_top:.2f} (std of log σ); over the whole spectrum "
-                 f"from {b_all:.2f} to {a_all:.2f}.",
-                 "The right panel's curves bunching together at the top ranks (left edge): the scale is √(η/λ).",
-                 plots.collapse_plot(raw, resc, b_top, a_top,
-                                     title=f"Spectra of {param} at d={width}, before and after dividing by √(η/λ) "
-                                           "(spread: top eighth)"),
-                 collapse={"top_before": b_top, "top_after": a_top, "all_before": b_all, "all_after": a_all})
+    from .regimes import matrix_class
+
+    raw, _resc, width, param = spectra_curves(data)
+    law = study_law(data)
+    model = data["records"][0].get("model", "transformer")
+    cls = matrix_class(param, model)
+    f = law["classes"].get(cls) or law["pooled"] or {}
+    a, b = f.get("a", math.nan), f.get("b", math.nan)
+    ok = analysis._finite(a) and analysis._finite(b)
+    recs = {r["run_id"]: r for r in data["records"]}
+    sel = [r for r in data["records"] if r["rule"] == "mup" and r["width"] == width] or list(recs.values())
+    etas = {f"η₀={r['lr']:.3g}": r["matrix_lr"] for r in sel}
+    a_use, b_use = (a, b) if ok else (0.5, 0.5)
+    eta_resc = [{**c, "y": np.asarray(c["y"]) / etas.get(c["name"], 1.0) ** a_use} for c in raw]
+    lam_raw, lam_width, lam_eta = lam_curves(data, width, param)
+    lam_resc = [{**c, "y": np.asarray(c["y"]) * c["lam"] ** b_use} for c in lam_raw]
+    e0, e1 = _spread(raw, TOP_FRACTION), _spread(eta_resc, TOP_FRACTION)
+    l0, l1 = (_spread(lam_raw, TOP_FRACTION), _spread(lam_resc, TOP_FRACTION)) if len(lam_raw) >= 2 else (
+        math.nan, math.nan)
+    scope = "the proxy grid at d₀" if law["scope"] == "proxy" else "every width (one intercept each)"
+    if ok:
+        fit_s = (f"Fitted apart ({law['pooled']['n']} runs at S ≥ {law['min_S']:g}, {scope}), {param}'s class "
+                 f"{cls or 'all hidden matrices'} has σ_top ∝ η^{a:.2f} [{f['a_ci'][0]:.2f}, {f['a_ci'][1]:.2f}] at "
+                 f"fixed λ and ∝ λ^−{b:.2f} [{f['b_ci'][0]:.2f}, {f['b_ci'][1]:.2f}] at fixed η")
+        if abs(a - b) > 0.1:
+            verdict = (f"; b ≠ a (by {abs(a - b):.2f}), so η and λ do not enter as the one ratio η/λ "
+                       f"({'λ' if b > a else 'η'} moves σ_top more), and the paper's √(η/λ) is not the law here.")
+        elif holds_sqrt(f):
+            verdict = ": both near ½, the paper's √(η/λ)."
+        else:
+            verdict = f": a ≈ b, one ratio η/λ, but with the power {(a + b) / 2:.2f}, not ½."
+    else:
+        fit_s, verdict = "The stored runs do not separate η from λ (one λ, or none at S ≥ 3), so a and b cannot be told apart", "."
+    lam_s = (f" Along λ ({len(lam_raw)} runs at d = {lam_width}, η = {lam_eta:.3g}) the spread falls from {l0:.2f} "
+             f"to {l1:.2f}." if len(lam_raw) >= 2 else " No stored runs vary λ at one η: the λ direction is not drawn.")
+    text = (fit_s + verdict + f" Along η ({len(raw)} learning rates at d = {width}, {param}) dividing by η^{a_use:.2f} "
+            f"takes the spread of the top eighth of the spectrum (std of log σ) from {e0:.2f} to {e1:.2f}." + lam_s)
+    fig = _two_way_plot(raw, eta_resc, lam_raw, lam_resc, a_use, b_use, ((e0, e1), (l0, l1)),
+                        f"Spectra of {param}: along η at fixed λ, and along λ at fixed η, each rescaled by its "
+                        "measured exponent (spread: top eighth)")
+    return _step(3, "σ_i(W) ≈ η^a · λ^−b · f(i/d)   (the paper: a = b = ½, i.e. √(η/λ))", text,
+                 "Each right panel's curves bunching together at the top ranks: the measured exponent is the scale "
+                 "in that direction. Compare the two exponents: equal means one ratio η/λ.",
+                 fig, law={"a": a, "b": b, "a_ci": f.get("a_ci"), "b_ci": f.get("b_ci"), "class": cls,
+                           "n": law["pooled"]["n"] if law.get("pooled") else 0, "scope": law["scope"]},
+                 collapse={"top_before": e0, "top_after": e1, "lam_before": l0, "lam_after": l1})
+
+
+def holds_sqrt(f: dict) -> bool:
+    from .law import holds
+
+    return bool(holds(f))
 
 
 def _at_eta0(data: dict) -> list[dict]:
@@ -250,24 +346,57 @@ def step4(data: dict) -> dict:
 def step5(data: dict, fits: list[dict] | None = None) -> dict:
     fits = fits if fits is not None else analysis.width_exponents(_at_eta0(data), n_boot=300)
     mup = next((f for f in fits if f["rule"] == "mup"), None)
-    if mup is not None:  # α̂ = (σ_top width exponent under mup) + 1/2 (science.md)
-        alpha, ci = mup["alpha"], [mup["ci_low"] + 0.5, mup["ci_high"] + 0.5]
-        src = "from the mup runs"
+    law = study_law(data)
+    p = law.get("pooled") or {}
+    a, b = p.get("a", math.nan), p.get("b", math.nan)
+    e = mup["exponent"] if mup is not None else None
+    beta = sqrt_b = None
+    if e is None or not analysis._finite(e):
+        text = "No width exponent under mup could be fitted here (fewer than two widths, or no mup runs)."
     else:
-        alphas = [f["alpha"] for f in fits if analysis._finite(f.get("alpha"))]
-        alpha, ci, src = (float(np.mean(alphas)) if alphas else None), None, "averaged over the rules"
-    if alpha is None or not analysis._finite(alpha):
-        text = "No α could be fitted here (fewer than two widths)."
-    else:
-        b = 2 * alpha - 1
-        ci_s = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
-        near = min((("mup", 0.0), ("wd", 0.5), ("indep", 1.0)), key=lambda t: abs(t[1] - b))
-        text = (f"Hold σ_top fixed under η ∝ 1/d and λ must grow as d^(2α−1). This setting measures α = {alpha:.2f}"
-                f"{ci_s} {src}, so λ ∝ d^{b:.2f}: of the named rules, `{near[0]}` (λ ∝ d^{near[1]:g}) is "
-                f"nearest. Fan et al. report α ≈ 0.75 (λ ∝ √d).")
-    return _step(5, "σ_top ∝ √(η/λ)·d^α,  η ∝ 1/d  ⇒  λ ∝ d^(2α−1)", text,
-                 "Where the star sits on the line: between the named rules, it says how λ should scale here.",
-                 plots.implied_rule_plot(alpha, ci), alpha=alpha)
+        sqrt_b = 2 * e  # 2 alpha - 1 with alpha = e + 1/2: the sqrt(eta/lam) law
+        near = lambda x: min((("mup", 0.0), ("wd", 0.5), ("indep", 1.0)), key=lambda t: abs(t[1] - x))
+        if analysis._finite(b) and b > 0.05:
+            beta = e / b
+            text = (f"With σ_top ∝ η^a·λ^−b·d^γ and η ∝ 1/d, σ_top stays flat when λ ∝ d^(e/b), e being σ_top's width "
+                    f"exponent under mup (λ fixed). Measured here: e = {e:+.2f} [{mup['ci_low']:+.2f}, "
+                    f"{mup['ci_high']:+.2f}] at η₀ and b = {b:.2f} [{p['b_ci'][0]:.2f}, {p['b_ci'][1]:.2f}] (a = "
+                    f"{a:.2f}; step 3), so λ ∝ d^{beta:.2f}: of the named rules `{near(beta)[0]}` (λ ∝ "
+                    f"d^{near(beta)[1]:g}) is nearest. The √(η/λ) law (a = b = ½) would say 2α − 1 = 2e = "
+                    f"{sqrt_b:.2f}" + (f"; the two differ by {abs(beta - sqrt_b):.2f} because b = {b:.2f}, not ½."
+                                      if abs(beta - sqrt_b) > 0.05 else ", the same here.") +
+                    " Fan et al. report α ≈ 0.75 (λ ∝ √d).")
+        else:
+            text = (f"λ barely moves σ_top here (b = {b:.2f}), so no λ exponent follows from the measured law; the "
+                    f"√(η/λ) law's 2α − 1 = 2e = {sqrt_b:.2f} (e = {e:+.2f} under mup) assumes b = ½.")
+    return _step(5, "σ_top ∝ η^a·λ^−b·d^γ,  η ∝ 1/d  ⇒  λ ∝ d^(e/b),  e = γ − a (mup's width exponent)", text,
+                 "Where the measured rule's star sits among the named rules, and how far the √(η/λ) law's would put it.",
+                 rule_exponent_plot(beta, sqrt_b), alpha=(e + 0.5) if e is not None else None, beta=beta,
+                 sqrt_b=sqrt_b, b=b, a=a)
+
+
+def rule_exponent_plot(beta: float | None, sqrt_b: float | None,
+                       title: str = "The rule that follows: λ ∝ d^β under η ∝ 1/d"):
+    """The named rules' λ exponents (0, ½, 1) on one axis, the measured law's β = e/b and the √(η/λ) law's 2e."""
+    import plotly.graph_objects as go
+
+    from .plots import RULE_COLORS
+
+    fig = go.Figure()
+    for rule, x in (("mup", 0.0), ("wd", 0.5), ("indep", 1.0)):
+        fig.add_trace(go.Scatter(x=[x], y=[0], mode="markers+text", name=rule, text=[rule], textposition="top center",
+                                 marker=dict(size=14, color=RULE_COLORS.get(rule))))
+    if beta is not None and analysis._finite(beta):
+        fig.add_trace(go.Scatter(x=[beta], y=[0], mode="markers+text", name=f"measured law: β = e/b = {beta:.2f}",
+                                 text=["fitted"], textposition="bottom center",
+                                 marker=dict(symbol="star", size=20, color="black")))
+    if sqrt_b is not None and analysis._finite(sqrt_b):
+        fig.add_trace(go.Scatter(x=[sqrt_b], y=[0], mode="markers+text", name=f"√(η/λ) law: 2α − 1 = {sqrt_b:.2f}",
+                                 text=["fitted-sqrt"], textposition="bottom center",
+                                 marker=dict(symbol="star-open", size=20, color="gray")))
+    fig.update_layout(title=title, xaxis_title="λ exponent β (λ ∝ d^β)", yaxis=dict(visible=False, range=[-1, 1]),
+                      height=320)
+    return fig
 
 
 def _drifts(rules: dict) -> str:

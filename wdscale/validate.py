@@ -12,6 +12,9 @@ Claims (paper values; Fan et al. 2025, arXiv 2510.15262):
    d^-0.25 with lam ~ d (``indep``);
 3. the optimal lr drifts with width unless sigma_top is held fixed (octaves per doubling of width);
 4. the singular-value spectra, rescaled by sqrt(eta/lam) (fixed width) or by sigma_top (across widths), collapse.
+
+Claim 1 is also measured with eta and lam apart (sigma ~ eta^a lam^-b per matrix class, ``wdscale.law``), on this
+run and on every shipped reference study (``--law-only``: those alone, nothing trained).
 """
 from __future__ import annotations
 
@@ -64,6 +67,9 @@ def configure(p) -> None:
     p.add_argument("--out", default="validation", help="folder for the store, figures (HTML, PNG) and results")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--no-png", action="store_true", help="HTML figures only (no browser needed)")
+    p.add_argument("--law-only", action="store_true",
+                   help="train nothing: the measured law sigma ~ eta^a lam^-b (a, b apart, per matrix class) and the "
+                        "regimes of the shipped reference studies only (seconds)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,6 +155,11 @@ def analyse(records: list[dict], spectra_of=None, eta_lam_width: int | None = No
     rng = law_range(ok, eta_lam_width or RANGE_WIDTH)
     if rng["sweeps"]:
         out["law_range"] = rng
+
+    # 1c. the law with a and b apart, per matrix class (wdscale.law): sigma ~ eta^a lam^-b, runs at S >= 3
+    from .law import measure_law
+
+    out["law"] = measure_law(ok, spectra_of, n_boot=300)
 
     # 2. sigma_top vs width per rule: one fit per (rule, lr, wd); the summary is the median over lrs
     widths_rows = analysis.width_exponents(ok)
@@ -611,8 +622,35 @@ def run_part(name: str, configs, out: Path, device: str, progress) -> tuple[dict
     return res, recs, store
 
 
+def gallery_law_tables() -> tuple[dict, str]:
+    """(laws, markdown): the measured law of every shipped reference study (``law.gallery_laws``), with a(t), b(t)
+    where a study keeps spectra snapshots and a note where it keeps the final spectrum only."""
+    from .law import format_law, gallery_laws
+
+    laws = gallery_laws()
+    L = [format_law(laws)] if laws else ["(no reference study in the gallery: no law to fit)"]
+    for name, law in laws.items():
+        if law.get("over_time"):
+            L += ["", f"a(t), b(t) of σ_top in {name} (all hidden matrices pooled; runs past S(t) ≥ 3 at each "
+                      "snapshot):", "", "| step | a | 95% CI | b | 95% CI | runs | median S(t) |",
+                  "|---|---|---|---|---|---|---|"]
+            L += [f"| {o['step']} | {_f(o['a'])} | [{_f(o['a_ci'][0])}, {_f(o['a_ci'][1])}] | {_f(o['b'])} | "
+                  f"[{_f(o['b_ci'][0])}, {_f(o['b_ci'][1])}] | {o['n']} | {_f(o['median_S'], '{:.1f}')} |"
+                  for o in law["over_time"]]
+        else:
+            L.append(f"- {name} keeps the final spectrum only ({law.get('snapshots', 1)} snapshot): no a(t), b(t).")
+    return laws, "\n".join(L)
+
+
 def run(args) -> int:
     out = Path(args.out)
+    if getattr(args, "law_only", False):
+        laws, text = gallery_law_tables()
+        if args.json:
+            print(json.dumps(_jsonable({"law": laws})))
+        else:
+            print(text)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     progress = None if args.json else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     parts = [("synthetic", synthetic_configs(args.quick))]
@@ -631,12 +669,19 @@ def run(args) -> int:
         tables.append(format_table(res, f"{name} ({len(recs)} runs, {res['seconds']:.0f} s)"))
         if res.get("law_range"):
             tables.append(format_law_range(res["law_range"]))
+        if res.get("law"):
+            from .law import format_law
+
+            tables.append(format_law({f"{name} (this run)": res["law"]}))
         if name == "synthetic":  # this run's own transfer grid, beside the gallery's studies
             synth = regime_study([r for r in recs if r["wd"] == SYN_WD], "synthetic (this run)",
                                  "multi-epoch (finite set), constant lr")
     studies, notes = gallery_regimes()
     results["regimes"] = {"studies": [synth] + studies, "notes": notes}
     tables.append(format_regimes([synth] + studies, notes))
+    laws, law_text = gallery_law_tables()
+    results["law"] = laws
+    tables.append(law_text)
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
     (out / "table.md").write_text("\n\n".join(tables) + "\n")
     if args.json:
