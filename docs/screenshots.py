@@ -1,9 +1,11 @@
 """Screenshots of every page of the app, taken in Debian's chromium through Playwright.
 
-    python docs/screenshots.py [--data DIR] [--demo-steps N]
+    python docs/screenshots.py [--data DIR] [--demo-steps N] [--pages home,regimes] [--no-demo]
 
 Starts `streamlit run app.py` on a free localhost port with its own data dir, runs the demo from the Home page
-(timing it from the click to the figures), then saves docs/screenshots/<page>.png.  Also used by
+(timing it from the click to the figures; not with --no-demo), then saves docs/screenshots/<page>.png for every
+page (or those of --pages), home_top.png (Home's first screen, for the README), and the Tour's steps (only when
+every page is taken).  Also used by
 tests/test_browser.py (``streamlit_server``, ``launch``).
 """
 from __future__ import annotations
@@ -121,7 +123,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="data dir (default: a fresh temporary one)")
     ap.add_argument("--demo-steps", default=None, help="WDSCALE_DEMO_STEPS for a quicker demo")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--pages", default=None, help=f"comma-separated, of {', '.join(PAGES)} (default: all, and the Tour)")
+    ap.add_argument("--no-demo", action="store_true", help="do not run the demo first (Home as a fresh store shows it)")
     args = ap.parse_args(argv)
+    pages = PAGES if not args.pages else {n: PAGES[n] for n in args.pages.split(",")}
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT))
@@ -137,16 +142,22 @@ def main(argv=None) -> int:
         page = browser.new_page(viewport={"width": 1440, "height": 2400})
         page.goto(url + "/")
         wait_idle(page)
-        if page.get_by_role("button", name="Run the demo").count():
+        if not args.no_demo and page.get_by_role("button", name="Run the demo").count():
             print(f"demo: {len(demo_configs())} runs, {demo_configs()[0].steps} steps")
             secs = run_demo(page, url)
             print(f"demo: {secs:.1f} s from click to figures")
-        for name, path in PAGES.items():
+        for name, path in pages.items():
             page.goto(f"{url}/{path}")
             wait_idle(page, 3.0)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print("saved", out / f"{name}.png")
-        for present in (False, True):
+            if name == "home":  # the README's first screen: the top of Home at a laptop's width
+                page.set_viewport_size({"width": 1440, "height": 1200})
+                wait_idle(page, 2.0)
+                page.screenshot(path=str(out / "home_top.png"))
+                page.set_viewport_size({"width": 1440, "height": 2400})
+                print("saved", out / "home_top.png")
+        for present in (False, True) if pages is PAGES else ():
             tour_steps(page, url, out, present)
             print("saved the tour's steps", "(presenter mode)" if present else "")
         browser.close()
