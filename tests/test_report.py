@@ -99,3 +99,23 @@ def test_report_too_few_lrs(swept, capsys):
     assert cli.main(["report", str(small)]) == 2
     err = capsys.readouterr().err
     assert "too few runs" in err and ">= 3 values of lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_json_carries_the_measured_law(capsys):
+    """`wdscale report DIR --format json` has `law`: per class and pooled, a and b with CIs, run count, S filter."""
+    import json as _json
+    from pathlib import Path
+
+    from wdscale.cli import main as _main
+
+    ref = Path(__file__).resolve().parent.parent / "gallery" / "tf-lm"
+    assert _main(["report", str(ref), "--format", "json"]) == 0
+    law = _json.loads(capsys.readouterr().out)["law"]
+    assert law["min_S"] == 3 and law["scope"] == "proxy"
+    assert {"attn q", "attn k", "attn v", "attn o", "mlp gate", "mlp up", "mlp down"} == set(law["classes"])
+    for f in list(law["classes"].values()) + [law["pooled"]]:
+        assert f["a_ci"][0] <= f["a"] <= f["a_ci"][1] and f["b_ci"][0] <= f["b"] <= f["b_ci"][1]
+        assert f["n"] == law["pooled"]["n"] > 0 and f["min_S"] == 3
+    # the Transformer after a cosine decay: b well above a, not the sqrt(eta/lam) law
+    assert law["pooled"]["b"] - law["pooled"]["a"] > 0.2
+    assert "not for" in law["sentence"] and law["snapshots"] == 1

@@ -222,3 +222,26 @@ def test_regimes_pool_alpha_over_every_matrix_and_flag_short_runs(tmp_path, stor
     res = analyse(recs, store.spectra)
     assert res["short_runs"] == [(64, "mup", 0.008, 0.5, 2.0)]  # S = 1000 * 0.004 * 0.5; eta0 0.016 gives 4
     assert "below 3 tau: d=64 mup eta0 0.008 lam 0.5 (S = 2)" in format_table(res, "short")
+
+
+def test_validate_law_only_reads_the_gallery_and_trains_nothing(tmp_path, capsys):
+    import json as _json
+
+    from wdscale.cli import main as _main
+
+    assert _main(["validate", "--law-only", "--json", "--out", str(tmp_path / "v")]) == 0
+    laws = _json.loads(capsys.readouterr().out)["law"]
+    assert {"synthetic-4w", "tf-lm", "tf-epochs"} <= set(laws)
+    assert not (tmp_path / "v").exists()  # nothing trained, nothing written
+    syn = laws["synthetic-4w"]
+    assert syn["scope"] == "all" and {"W1", "W2"} == set(syn["classes"])  # its proxy grid has one lam
+    assert len(syn["over_time"]) == 10 and laws["tf-lm"]["over_time"] == []  # snapshots vs the final spectrum only
+    for name in ("tf-lm", "tf-epochs"):
+        p = laws[name]["pooled"]
+        assert p["b"] > p["a"] + 0.2 and p["fro"] is not None and p["bulk"] is not None
+
+
+def test_analyse_reports_the_law_of_its_own_runs(store):
+    recs = store.records()
+    res = analyse(recs, store.spectra)
+    assert "law" in res and res["law"]["min_S"] == 3 and "sentence" in res["law"]
