@@ -223,11 +223,9 @@ def _stored_fitted_kind(rules: dict, fit_law: dict | None, fit_sqrt: dict | None
     b = (rules.get("fitted") or {}).get("b")
     if b is None:
         return None
-    if fit_law and abs(b - fit_law["b"]) < 0.015:
-        return "law"
-    if fit_sqrt and abs(b - fit_sqrt["b"]) < 0.015:
-        return "sqrt"
-    return "unknown"
+    # nearest of the two within 0.05: a study measures its b on the proxy seeds, this on every seed it holds
+    near = sorted((abs(b - f["b"]), k) for k, f in (("law", fit_law), ("sqrt", fit_sqrt)) if f)
+    return near[0][1] if near and near[0][0] <= 0.05 else "unknown"
 
 
 def _fitted_result(rules: dict, best_named: str | None, rule: str = "fitted") -> dict | None:
