@@ -68,7 +68,10 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_layers_run_one_way():
     g = graph()
-    assert g["config"] <= {"rules", "data"}  # the leaf: a RunConfig needs only the rule table (and corpus hashes)
+    # the leaf: a RunConfig needs only the rule table (and corpus and model-file hashes)
+    assert g["config"] <= {"rules", "data", "modelfile"}
+    assert g["modelfile"] <= {"errors"}
+    assert not g["own"] & {"sweep", "store", "jobs", "cli", "demo", "verdict", "analysis"}  # a trainer, below them
     assert g["rules"] == set()
     for model in ("synthetic", "transformer", "ensemble"):
         assert not g[model] & {"train", "sweep", "store", "jobs", "cli", "demo", "verdict", "analysis"}, model

@@ -162,8 +162,8 @@ def test_demo_json_contract(tmp_path):
     rules = set(DEMO["rules"]) | {"fitted"}  # the paper's recipe taken literally runs beside the named rules
     n = len(DEMO["widths"]) * len(rules) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
     assert len(s["runs"]) == n
-    f = s["fitted"]  # b = 2 alpha_hat - 1 from the two smallest widths under mup at eta0, and the runs carry it
-    assert f["widths"] == sorted(DEMO["widths"])[:2] and f["b"] == round(2 * f["alpha_hat"] - 1, 2)
+    f = s["fitted"]  # b = e_mup / b_hat: mup's sigma_top width exponent over the proxy grid's lam exponent
+    assert f["widths"] == sorted(DEMO["widths"])[:2] and f["b"] == round(f["e_mup"] / f["b_hat"], 2)
     assert {r["b"] for r in s["runs"] if r["rule"] == "fitted"} == {f["b"]}
     for r in s["runs"]:
         for k in ("rule", "width", "lr", "wd", "seed", "steps", "final_loss", "diverged", "matrix_lr", "matrix_wd",

@@ -162,10 +162,12 @@ def configs_from_args(args) -> list:
                          "the proxy width should be at or below the widths you transfer to")
     if args.spectra_every is not None and args.spectra_every <= 0:
         raise UsageError(f"--spectra-every must be a positive number of steps, got {args.spectra_every}")
-    if (args.a is not None or args.b is not None) and not {"custom", "fitted"} & set(args.rules):
+    if (args.a is not None or args.b is not None) and not {"custom", "fitted", "fitted-sqrt"} & set(args.rules):
         raise UsageError("-a/-b set the exponents of the custom (or fitted) rule; add it to --rules (or drop -a/-b)")
-    if "fitted" in args.rules and args.b is None:
-        raise UsageError("rule fitted needs -b, its measured wd exponent 2*alpha_hat - 1 (wdscale study measures it)")
+    for r in ("fitted", "fitted-sqrt"):
+        if r in args.rules and args.b is None:
+            raise UsageError(f"rule {r} needs -b, its measured wd exponent ({'e_mup/b_hat' if r == 'fitted' else '2*alpha_hat - 1'}; "
+                             "wdscale study measures it)")
     seeds = args.seeds if args.seeds is not None else [args.seed]
     common = dict(a=args.a, b=args.b, schedule=args.schedule, warmup=args.warmup, batch_size=args.batch_size,
                   depth=args.depth)

@@ -79,7 +79,7 @@ class RunConfig:
             for k in ("model_file", "init", "overrides"):
                 d.pop(k)
         else:  # the file defines its own data and shapes; its bytes, hashed, stand for them
-            from .own import file_digest
+            from .modelfile import file_digest
 
             for k in ("seq_len", "head_dim", "corpus", "train_bytes", "depth", "batch_size"):
                 d.pop(k, None)
@@ -161,16 +161,9 @@ def schedule_sum(schedule: str, warmup: float, steps: int, m: float = 1.0) -> fl
 def validate_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message for anything a user could mistype."""
     if c.model_file is not None:
-        from .errors import BadInput
-        from .own import INITS, file_digest, model_name, parse_overrides
+        from .modelfile import check
 
-        file_digest(c.model_file)  # BadInput (one line) for a missing file
-        if c.model != model_name(c.model_file):
-            raise BadInput(f"a model file's runs are named after the file: model {model_name(c.model_file)!r}, "
-                           f"not {c.model!r}")
-        if c.init not in INITS:
-            raise BadInput(f"unknown init {c.init!r}; choose from {', '.join(INITS)}")
-        parse_overrides(c.overrides)
+        check(c.model, c.model_file, c.init, c.overrides)
     elif c.model not in MODELS:
         raise ValueError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)} or a model file (path.py)")
     if c.rule not in RULES:

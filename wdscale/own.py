@@ -33,9 +33,7 @@ member i equals the plain loop in both paths.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import importlib.util
 import json
 import math
@@ -53,10 +51,10 @@ import torch
 from torch import nn
 
 from .errors import BadInput
+from .modelfile import INITS, file_digest, model_name, parse_overrides  # noqa: F401 (re-exported)
 from .rules import CLASSES, classify_model, fan_dims, param_groups, scaling_dims, shape_class
 
 PATHS = ("auto", "loop", "batched")
-INITS = ("mup", "keep")
 BATCHED_MIN_SPEEDUP = 1.2  # adopt the batched path only where it is measured at least this much faster
 PROBE_STEPS = 3  # timed steps per path when choosing (after one untimed warm-up step)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -65,28 +63,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 # ---------------------------------------------------------------------------------------------------------------
 # Reading the file
 # ---------------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=256)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes (cached on its size and mtime): part of every run id of the file."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        raise BadInput(f"model file {path}: no such file") from None
-    if not p.is_file():
-        raise BadInput(f"model file {path} is not a file")
-    return _digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def model_name(path: str | os.PathLike) -> str:
-    """The model's name in the store and the plots: the file's stem ('examples/hf_llama.py' -> 'hf_llama')."""
-    return Path(path).stem
-
-
 @dataclass(frozen=True)
 class ModelFile:
     """A loaded model file: its functions, its name (the stem) and the sha256 its runs carry."""
@@ -170,27 +146,8 @@ def build_model(mf: ModelFile, width: int) -> nn.Module:
     return m
 
 
-def parse_overrides(text: str | None) -> dict[str, str]:
-    """'lm_head.weight=readout; .*norm.*=vector' -> {name or regex: class}; BadInput for a malformed item."""
-    out = {}
-    for item in re.split(r"[;,\n]", text or ""):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise BadInput(f"override {item!r} is not NAME=CLASS (CLASS one of {', '.join(CLASSES)})")
-        name, cls = (s.strip() for s in item.rsplit("=", 1))
-        if cls not in CLASSES:
-            raise BadInput(f"override {item!r}: unknown class {cls!r}; choose from {', '.join(CLASSES)}")
-        try:
-            re.compile(name)
-        except re.error as e:
-            raise BadInput(f"override {item!r}: {name!r} is not a name or regex ({e})") from None
-        out[name] = cls
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------------
+# Classes, readout# ---------------------------------------------------------------------------------------------------------------
 # Classes, readout, init: mu-P in one place
 # ---------------------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)

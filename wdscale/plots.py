@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from .rules import RULE_SHORT
 
 RULE_COLORS = {"sp": "#7f7f7f", "mup": "#d62728", "indep": "#2ca02c", "wd": "#1f77b4", "custom": "#9467bd",
-               "fitted": "#ff7f0e"}
+               "fitted": "#ff7f0e", "fitted-sqrt": "#8c564b"}
 RULE_NAMES = RULE_SHORT  # one table: wdscale.rules
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
               legend=dict(orientation="v"))
