@@ -113,9 +113,9 @@ st.markdown("The equilibrium above is a *random walk* balance (Adam's update u o
 
 @st.cache_data(show_spinner="fitting the law on the reference studies ...")
 def _gallery_laws() -> dict:
-    from wdscale import law as _law
+    from wdscale.gallery import gallery_laws
 
-    return _law.gallery_laws(n_boot=300)
+    return gallery_laws(n_boot=300)
 
 
 @st.cache_data(show_spinner="fitting the law on this study ...", max_entries=16)

@@ -16,6 +16,7 @@ import traceback
 
 from . import __version__
 from .config import parse_numbers
+from .modelfile import add_own_args
 from .rules import RULES, format_table, resolve, rule_json
 
 # Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
@@ -82,18 +83,6 @@ def _model_arg(s: str) -> str:
     raise argparse.ArgumentTypeError(f"{s!r}: choose synthetic, transformer or a model file path ending in .py")
 
 
-def add_own_args(p: argparse.ArgumentParser) -> None:
-    """Options of a model-file study (wdscale.own); ignored for the built-in models."""
-    p.add_argument("--override", action="append", default=[], metavar="NAME=CLASS",
-                   help="model file: give a parameter (name or regex) its class (matrix, vector, embedding, readout); "
-                        "repeatable")
-    p.add_argument("--init", default="mup", choices=["mup", "keep"],
-                   help="model file: re-draw each class as mu-P says (mup), or keep build()'s own init (keep)")
-    p.add_argument("--members", default="auto", choices=["auto", "loop", "batched"],
-                   help="model file: train members one at a time (loop), batched with torch.func (batched), or "
-                        "whichever is measured faster here (auto)")
-
-
 def own_common(args) -> dict:
     """RunConfig fields of a model file from the CLI options ({} for the built-in models)."""
     if not str(args.model).endswith(".py"):
@@ -104,17 +93,6 @@ def own_common(args) -> dict:
     ov = ";".join(args.override)
     parse_overrides(ov)
     return dict(model_file=args.model, init=args.init, overrides=ov)
-
-
-def print_classes(configs) -> None:
-    """Before a model file trains: which parameter got which class, lr and wd (at the widest width, first run)."""
-    own = [c for c in configs if c.model_file is not None]
-    if not own:
-        return
-    from .own import class_rows, format_class_rows, load, parse_overrides
-
-    c = max(own, key=lambda c: c.width)
-    print(format_class_rows(class_rows(load(c.model_file), c, parse_overrides(c.overrides)), c), file=sys.stderr)
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -221,6 +199,8 @@ def cmd_sweep(args) -> int:
         print("warning:", w, file=sys.stderr)
     for w in _decay_warnings(configs):
         print("warning:", w, file=sys.stderr)
+    from .own import print_classes
+
     print_classes(configs)
     opts = TrainOptions(device=args.device, amp=args.amp, compile=args.compile, spectra_every=args.spectra_every,
                         members=args.members)

@@ -34,6 +34,15 @@ MAX_BATCH = 65_536
 MAX_SEED = 2**31 - 1
 
 
+MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
+SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
+
+
+def eval_steps(steps: int, n: int = 8) -> list[int]:
+    """Steps after which the validation loss is measured: n evenly spaced points, the last one = steps."""
+    return sorted({max(1, round(steps * k / n)) for k in range(1, n + 1)})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One run = one member of an ensemble. Its hash is the run id in the store."""

@@ -410,6 +410,49 @@ def configure(p) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (CUDA graphs on CUDA); the first run per shape compiles")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    from .modelfile import add_own_args
+
+    g = p.add_argument_group("your own model (docs/own-model.md): the preset's design on a model file")
+    g.add_argument("--model", default=None, metavar="FILE.py",
+                   help="a model file defining build(width), batches(seed), val_batches() [, loss(model, batch)]; "
+                        "the study runs the preset's design (schedule, steps, grids, widths) on it")
+    g.add_argument("--widths", default=None, help="comma list of widths (default: the preset's; the smallest is d0)")
+    g.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    g.add_argument("--proxy-lrs", default=None, help="comma list: the proxy grid's lrs eta0 (default: the preset's)")
+    g.add_argument("--proxy-wds", default=None,
+                   help="comma list: the proxy grid's torch weight_decay lam0 (default: the preset's)")
+    add_own_args(g)
+
+
+def own_spec(spec: dict, args) -> dict:
+    """The preset's design on a model file: its schedule, steps, grids and widths; the file's own data and shapes."""
+    from .config import parse_numbers
+    from .modelfile import model_name, parse_overrides
+    from .own import load
+
+    spec = dict(spec)
+    if getattr(args, "model", None):
+        load(args.model)  # one line, rc 2: a missing file, a syntax error (file:line), no build/batches/val_batches
+        ov = ";".join(args.override)
+        parse_overrides(ov)
+        keep = {k: v for k, v in spec.get("common", {}).items() if k in ("schedule", "warmup")}
+        spec.update(model=model_name(args.model), name=model_name(args.model), proxy_seeds=spec.get("proxy_seeds"),
+                    regime=f"{spec.get('regime', '')} (the {spec['name']} preset's design on {args.model})",
+                    common=dict(keep, model_file=args.model, init=args.init, overrides=ov))
+    for key, kind in (("widths", int), ("proxy_lrs", float), ("proxy_wds", float)):
+        text = getattr(args, key, None)
+        if text is not None:
+            vals = parse_numbers(text, kind)
+            if not vals or any(v <= 0 for v in vals):
+                raise ValueError(f"--{key.replace('_', '-')} must be a comma list of positive numbers, got {text!r}")
+            spec[key] = tuple(sorted(vals))
+    if getattr(args, "widths", None) is not None:
+        spec["base_width"] = spec["widths"][0]
+    if getattr(args, "steps", None) is not None:
+        if args.steps <= 0:
+            raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+        spec["steps"] = args.steps
+    return spec
 
 
 def run(args) -> int:
@@ -429,11 +472,21 @@ def run(args) -> int:
         if not seeds or any(x < 0 for x in seeds):
             raise ValueError(f"--seeds must be a comma list of integers >= 0, got {args.seeds!r}")
         spec["seeds"] = tuple(seeds)
+    spec = own_spec(spec, args)
+    if getattr(args, "model", None):
+        from .train import preflight
+
+        configs = proxy_configs(None, spec)
+        preflight(configs, args.device)
+        from .own import print_classes
+
+        print_classes(transfer_configs(configs[0].lr, configs[0].wd, None, spec, widths=[max(spec["widths"])],
+                                       rules=[spec["rules"][0]]))
     store = RunStore(args.out)
     bar = _bar()  # stderr: the JSON on stdout stays clean
     try:
-        s = run_demo(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile), on_event=bar,
-                     spec=spec)
+        s = run_demo(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile,
+                                         members=getattr(args, "members", "auto")), on_event=bar, spec=spec)
     finally:
         bar.close()
     if args.json:

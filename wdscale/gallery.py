@@ -532,3 +532,23 @@ def reference_regimes(names=REFERENCE_REGIMES, root=None) -> tuple[list[dict], l
                                    train_bytes=(m.get("grid") or {}).get("train_bytes")),
                     "title": m.get("title", n), "seconds": m.get("wall_seconds"), "machine": m.get("machine")})
     return out, missing
+
+
+# -- the gallery's studies ----------------------------------------------------------------------------------------
+def gallery_laws(root=None, n_boot: int = 400, min_S: float = 3.0) -> dict:
+    """{name: measure_law(...)} of the reference studies present (``GALLERY_STUDIES``), read-only; a study
+    that is missing or unreadable is left out."""
+    from .law import GALLERY_STUDIES, MIN_S, law_over_time, measure_law, snapshot_steps
+
+    out = {}
+    for name, regime in GALLERY_STUDIES:
+        try:
+            ref = open_reference(name, root)
+            law = measure_law(ref.records(), ref.spectra, min_S=min_S, n_boot=n_boot, name=name)
+        except Exception:  # noqa: BLE001  (a missing reference is a row fewer)
+            continue
+        law["regime"] = regime
+        law["over_time"] = law_over_time(ref.records(), ref.spectra, min_S=min_S, n_boot=min(n_boot, 200))
+        law["snapshots"] = len(snapshot_steps(ref.records(), ref.spectra))
+        out[name] = law
+    return out

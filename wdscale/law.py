@@ -27,6 +27,7 @@ Inputs are store records and spectra (a dict run_id -> spectra, or a reader such
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -41,11 +42,40 @@ GALLERY_STUDIES = (("synthetic-4w", "synthetic core, many epochs, constant lr"),
                    ("tf-epochs", "Transformer, ~10 epochs, cosine decay to 10%"))
 
 
+# Matrix classes by parameter name: the Transformer's l{i}_{wq,wk,wv,wo,w1,w3,w2}; the synthetic core's w1/w2.
+CLASS_OF = {"wq": "attn q", "wk": "attn k", "wv": "attn v", "wo": "attn o", "w1": "mlp gate", "w3": "mlp up",
+            "w2": "mlp down"}
+_NAME = re.compile(r"^(?:l|h|b)?\d*_?(wq|wk|wv|wo|w1|w3|w2)(?:_\d+)?$")  # l0_wq; the synthetic core's w1_0
+
+
+# Hugging Face / nanoGPT module names (a model file's weights keep the user's names: 'model.layers.0.mlp.up_proj.weight')
+HF_CLASS_OF = {"q_proj": "attn q", "k_proj": "attn k", "v_proj": "attn v", "o_proj": "attn o", "c_attn": "attn qkv",
+               "gate_proj": "mlp gate", "up_proj": "mlp up", "down_proj": "mlp down", "c_fc": "mlp up",
+               "mlp_proj": "mlp down"}
+
+
+def matrix_class(name: str, model: str = "transformer") -> str | None:
+    """'l0_wq' -> 'attn q'; the synthetic core's 'b0_w1' -> 'W1' (it has no attention); a Hugging Face or nanoGPT
+    weight by its module's name ('...self_attn.q_proj.weight' -> 'attn q'; GPT-2's 'attn.c_proj' -> 'attn o',
+    'mlp.c_proj' -> 'mlp down')."""
+    parts = name.split(".")
+    if len(parts) >= 2 and parts[-1] == "weight":
+        mod = parts[-2]
+        if mod == "c_proj" and len(parts) >= 3:
+            return {"attn": "attn o", "mlp": "mlp down"}.get(parts[-3], "attn o")
+        if mod in HF_CLASS_OF:
+            return HF_CLASS_OF[mod]
+    m = _NAME.match(parts[-1])
+    if not m:
+        return None
+    if model == "synthetic":
+        return {"w1": "W1", "w2": "W2"}.get(m.group(1))
+    return CLASS_OF[m.group(1)]
+
+
 # -- the points ------------------------------------------------------------------------------------------------
 def class_matrices(rec: dict) -> dict[str, list[str]]:
-    """{class: [matrix names]} of a run's hidden matrices (``regimes.matrix_class``), plus ``pooled`` (all)."""
-    from .regimes import matrix_class
-
+    """{class: [matrix names]} of a run's hidden matrices (``matrix_class``), plus ``pooled`` (all)."""
     out = defaultdict(list)
     for n, c in rec["param_class"].items():
         if c != "matrix":
@@ -505,21 +535,3 @@ def balance_grid(widths=(32, 64), lrs=(4e-3, 1.6e-2), wds=(1.0, 4.0), steps: int
     return out
 
 
-# -- the gallery's studies ----------------------------------------------------------------------------------------
-def gallery_laws(root=None, n_boot: int = 400, min_S: float = MIN_S) -> dict:
-    """{name: measure_law(...)} of the reference studies present (``GALLERY_STUDIES``), read-only; a study
-    that is missing or unreadable is left out."""
-    from .gallery import open_reference
-
-    out = {}
-    for name, regime in GALLERY_STUDIES:
-        try:
-            ref = open_reference(name, root)
-            law = measure_law(ref.records(), ref.spectra, min_S=min_S, n_boot=n_boot, name=name)
-        except Exception:  # noqa: BLE001  (a missing reference is a row fewer)
-            continue
-        law["regime"] = regime
-        law["over_time"] = law_over_time(ref.records(), ref.spectra, min_S=min_S, n_boot=min(n_boot, 200))
-        law["snapshots"] = len(snapshot_steps(ref.records(), ref.spectra))
-        out[name] = law
-    return out

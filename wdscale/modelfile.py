@@ -66,3 +66,15 @@ def check(model: str, model_file: str, init: str, overrides: str) -> None:
     if init not in INITS:
         raise BadInput(f"unknown init {init!r}; choose from {', '.join(INITS)}")
     parse_overrides(overrides)
+
+
+def add_own_args(p) -> None:
+    """Options of a model-file study (wdscale.own); ignored for the built-in models."""
+    p.add_argument("--override", action="append", default=[], metavar="NAME=CLASS",
+                   help="model file: give a parameter (name or regex) its class (matrix, vector, embedding, readout); "
+                        "repeatable")
+    p.add_argument("--init", default="mup", choices=["mup", "keep"],
+                   help="model file: re-draw each class as mu-P says (mup), or keep build()'s own init (keep)")
+    p.add_argument("--members", default="auto", choices=["auto", "loop", "batched"],
+                   help="model file: train members one at a time (loop), batched with torch.func (batched), or "
+                        "whichever is measured faster here (auto)")

@@ -377,6 +377,15 @@ def format_class_rows(rows: list[dict], cfg) -> str:
     return "\n".join(lines)
 
 
+def print_classes(configs) -> None:
+    """Before a model file trains: which parameter got which class, lr and wd (at the widest width, first run)."""
+    own = [c for c in configs if c.model_file is not None]
+    if not own:
+        return
+    c = max(own, key=lambda c: c.width)
+    print(format_class_rows(class_rows(load(c.model_file), c, parse_overrides(c.overrides)), c), file=sys.stderr)
+
+
 def preflight(configs: list) -> None:
     """Checks that need no training, one line each (BadInput): the file loads; build works at every width; the
     classes can be told and a hidden matrix exists; the loss on the first batch is a finite scalar; the batches
@@ -640,6 +649,8 @@ def choose_path(mf: ModelFile, configs: list, overrides: dict, device, how: str 
     if how not in PATHS:
         raise BadInput(f"unknown member path {how!r}; choose from {', '.join(PATHS)}")
     if how == "loop":
+        emit({"type": "notice", "text": f"{mf.name} width {configs[0].width}, {len(configs)} members: one member at "
+                                        "a time (asked for)"})
         return "loop", "one member at a time (asked for)"
     key = _path_key(mf, configs, device)
     cache = _path_cache()
@@ -649,6 +660,8 @@ def choose_path(mf: ModelFile, configs: list, overrides: dict, device, how: str 
         known = {}
     if how == "auto" and key in known:
         k = known[key]
+        emit({"type": "notice", "text": f"{mf.name} width {configs[0].width}, {len(configs)} members: "
+                                        f"{k['reason']} (cached choice)"})
         return k["path"], k["reason"] + " (cached choice)"
     t = measure_paths(mf, configs, overrides, device)
     if t["batched"] is None:
@@ -656,7 +669,6 @@ def choose_path(mf: ModelFile, configs: list, overrides: dict, device, how: str 
             raise BadInput(f"{mf.name}: the batched path cannot run this model ({t['batched_error']}); use --members "
                            "loop")
         path, reason = "loop", f"one member at a time: vmap cannot batch this model ({t['batched_error']})"
-        emit({"type": "notice", "text": f"{mf.name}: {reason}"})
     else:
         speedup = t["loop"] / t["batched"]
         if how == "batched":
@@ -666,6 +678,7 @@ def choose_path(mf: ModelFile, configs: list, overrides: dict, device, how: str 
         reason = (f"{'batched (torch.func vmap)' if path == 'batched' else 'one member at a time'}: measured "
                   f"{t['loop'] * 1e3:.1f} ms/step looped vs {t['batched'] * 1e3:.1f} ms batched for {len(configs)} "
                   f"members (batched x{speedup:.2f}; adopted at >= x{BATCHED_MIN_SPEEDUP})")
+    emit({"type": "notice", "text": f"{mf.name} width {configs[0].width}, {len(configs)} members: {reason}"})
     if how == "auto":
         known[key] = {"path": path, "reason": reason, "loop_s": t["loop"], "batched_s": t["batched"]}
         try:
@@ -682,11 +695,14 @@ def train_members(configs: list, opts=None, on_event=None, cancel=None) -> list[
     """Train the runs of one model file at one width (one ``group_key``); one result dict per config, the same
     keys as ``train.train_ensemble``'s, so the store and every reader take them unchanged.  ``opts.members``
     (``auto`` | ``loop`` | ``batched``) picks the path; the result's ``extra`` says which ran and why."""
-    from .config import lr_factor, pick_device
+    from .config import MIN_SPECTRA_GAP, SPECTRA_SNAPSHOTS, eval_steps, lr_factor, pick_device
     from .ensemble import singular_values
-    from .train import MIN_SPECTRA_GAP, SPECTRA_SNAPSHOTS, TrainOptions, eval_steps
 
-    opts = opts or TrainOptions()
+    if opts is None:  # train.TrainOptions' defaults, without importing the trainer above this module
+        from types import SimpleNamespace
+
+        opts = SimpleNamespace(device="cpu", spectra_every=None, n_evals=8, blowup=4.0, event_every=None,
+                               members="auto")
     emit = on_event or (lambda e: None)
     c0 = configs[0]
     mf = load(c0.model_file)
@@ -696,7 +712,6 @@ def train_members(configs: list, opts=None, on_event=None, cancel=None) -> list[
     dev = pick_device(opts.device)
     E, steps, width = len(configs), c0.steps, c0.width
     kind, reason = choose_path(mf, configs, overrides, dev, getattr(opts, "members", "auto"), emit)
-    emit({"type": "notice", "text": f"{mf.name} width {width}, {E} members: {reason}"})
     with torch.random.fork_rng(devices=[]):
         path = _make_path(kind, mf, configs, overrides, dev)
         val = _val(mf)

@@ -29,20 +29,7 @@ import numpy as np
 from . import presets
 from .analysis import fit_power_law, matrix_top_sv, width_exponents
 
-# Matrix classes by parameter name: the Transformer's l{i}_{wq,wk,wv,wo,w1,w3,w2}; the synthetic core's w1/w2.
-CLASS_OF = {"wq": "attn q", "wk": "attn k", "wv": "attn v", "wo": "attn o", "w1": "mlp gate", "w3": "mlp up",
-            "w2": "mlp down"}
-_NAME = re.compile(r"^(?:l|h|b)?\d*_?(wq|wk|wv|wo|w1|w3|w2)(?:_\d+)?$")  # l0_wq; the synthetic core's w1_0
-
-
-def matrix_class(name: str, model: str = "transformer") -> str | None:
-    """'l0_wq' -> 'attn q'; the synthetic core's 'b0_w1' -> 'W1' (it has no attention)."""
-    m = _NAME.match(name.split(".")[-1])
-    if not m:
-        return None
-    if model == "synthetic":
-        return {"w1": "W1", "w2": "W2"}.get(m.group(1))
-    return CLASS_OF[m.group(1)]
+from .law import CLASS_OF, matrix_class  # noqa: F401,E402 (re-exported: one table of matrix classes)
 
 
 FITTED = ("fitted", "fitted-sqrt")  # the rules measured from the study itself

@@ -21,8 +21,7 @@ from .config import (MAX_BATCH, MAX_DEPTH, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX
                      MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, check_fits, lr_factor, pick_device,
                      schedule_sum, validate_config)
 
-MIN_SPECTRA_GAP = 50  # steps between default spectra snapshots, at least
-SPECTRA_SNAPSHOTS = 10  # default snapshots per run (plus step 0): enough to see the spectrum settle
+from .config import MIN_SPECTRA_GAP, SPECTRA_SNAPSHOTS, eval_steps  # noqa: E402,F401 (one cadence for every trainer)
 
 def build(cfg: RunConfig, n_members: int, device: torch.device):
     """(model, data) for a config: data is an iterator of batches with a ``val`` attribute."""
@@ -38,11 +37,6 @@ def build(cfg: RunConfig, n_members: int, device: torch.device):
     from . import transformer
 
     return transformer.build(cfg, n_members, device)
-
-
-def eval_steps(steps: int, n: int = 8) -> list[int]:
-    """Steps after which the validation loss is measured: n evenly spaced points, the last one = steps."""
-    return sorted({max(1, round(steps * k / n)) for k in range(1, n + 1)})
 
 
 @torch.no_grad()

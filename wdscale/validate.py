@@ -623,9 +623,10 @@ def run_part(name: str, configs, out: Path, device: str, progress) -> tuple[dict
 
 
 def gallery_law_tables() -> tuple[dict, str]:
-    """(laws, markdown): the measured law of every shipped reference study (``law.gallery_laws``), with a(t), b(t)
+    """(laws, markdown): the measured law of every shipped reference study (``gallery.gallery_laws``), with a(t), b(t)
     where a study keeps spectra snapshots and a note where it keeps the final spectrum only."""
-    from .law import format_law, gallery_laws
+    from .gallery import gallery_laws
+    from .law import format_law
 
     laws = gallery_laws()
     L = [format_law(laws)] if laws else ["(no reference study in the gallery: no law to fit)"]
