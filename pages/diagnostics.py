@@ -60,7 +60,15 @@ with tab_coord:
         st.info("wdscale.diagnostics is not available in this checkout")
     else:
         c1, c2, c3, c4 = st.columns(4)
-        cc_model = c1.radio("Model", ["synthetic", "transformer"], key="cc_model", horizontal=True)
+        import os as _os
+
+        from wdscale.own import model_file_paths
+
+        # model files only from the folder named when the server started (WDSCALE_MODELS): never a typed path
+        own_files = [str(f) for f in model_file_paths(_os.environ.get("WDSCALE_MODELS"))]
+        cc_model = c1.radio("Model", ["synthetic", "transformer"] + own_files, key="cc_model",
+                            format_func=lambda m: m if m in ("synthetic", "transformer") else f"file: {_os.path.basename(m)}",
+                            help="model files are listed from the folder in $WDSCALE_MODELS (docs/own-model.md)")
         cc_rules = c2.multiselect("Rules", ["sp", "mup", "wd", "indep"], default=["sp", "mup"], key="cc_rules")
         cc_steps = c3.slider("Adam steps", 1, 10, 4, key="cc_steps")
         cc_lr = c4.select_slider("η₀", [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], value=1e-2, key="cc_lr")

@@ -312,3 +312,26 @@ def test_the_leaf_knows_the_rule_classes():
     from wdscale import modelfile, rules
 
     assert modelfile.CLASSES == rules.CLASSES
+
+
+def test_coord_check_on_a_model_file_through_hooks():
+    """The coordinate check on the user's own modules: under SP a hidden output grows with width after Adam steps,
+    under mu-P it stays near flat; the hooks come off (the model trains as Member trains it)."""
+    rows = own.coord_check(str(EX / "nanogpt.py"), widths=(32, 64, 128), rules=("sp", "mup"), steps=2, lr=1e-2)
+    slopes = {(s["rule"], s["module"]): s["slope"] for s in own.coord_slopes(rows)}
+    for mod in ("blocks.1.c_proj", "blocks.1.mlp_proj"):
+        assert slopes[("sp", mod)] > 0.3 and abs(slopes[("mup", mod)]) < 0.15, mod
+    assert {r["step"] for r in rows} == {0, 1, 2} and "logits" in {r["module"] for r in rows}
+
+
+def test_coord_cli_on_a_model_file():
+    p = subprocess.run([sys.executable, "-m", "wdscale", "coord", "--model", str(EX / "nanogpt.py"), "--widths",
+                        "32,64", "--steps", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    out = json.loads(p.stdout)
+    assert out["slopes"] and {r["rule"] for r in out["rows"]} == {"sp", "mup"}
+    bad = subprocess.run([sys.executable, "-m", "wdscale", "coord", "--model", "nope.txt"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -28,6 +28,7 @@ PLUGINS = {
     "study": ("wdscale.demo", "a preset transfer study: --preset lm (one-pass LM regime) or lm-epochs (multi-epoch)"),
     "inspect": ("wdscale.checkpoint", "σ_top of your own checkpoints, matched by name across widths"),
     "gallery": ("wdscale.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
+    "coord": ("wdscale.diagnostics", "coordinate check (mup's): module output RMS vs width, built-in or your model file"),
     "tour": ("wdscale.tour", "the guided tour as one self-contained HTML file (--out FILE.html)"),
 }
 

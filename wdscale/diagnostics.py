@@ -89,7 +89,12 @@ def coord_check(model: str = "synthetic", widths=(64, 128, 256), rules=("sp", "m
     Modules (``ensemble.activations``): synthetic ``w_in``, ``w1_{l}``, ``w2_{l}``, ``w_out`` (before the 1/m
     multiplier), ``logits``; transformer ``emb``, ``l{i}_wq`` ... ``l{i}_w2``, ``l{i}_block`` (residual stream after
     block i), ``readout`` (before the 1/m multiplier), ``logits``.
-    Defaults keep a transformer check to a few seconds on a CPU (seq_len 32, batch 8, head_dim 16)."""
+    Defaults keep a transformer check to a few seconds on a CPU (seq_len 32, batch 8, head_dim 16).
+    ``model`` may be a model file (path.py): then ``wdscale.own.coord_check`` measures the user's own modules."""
+    if str(model).endswith(".py"):
+        from .own import coord_check as own_coord_check
+
+        return own_coord_check(model, widths, rules, steps, lr, wd, base_width, seed, modules=modules)
     from .ensemble import EnsembleAdamW
     from .train import RunConfig, build
 
@@ -124,3 +129,57 @@ def coord_check(model: str = "synthetic", widths=(64, 128, 256), rules=("sp", "m
             opt.step(one, alive)
             opt.zero_grad()
     return rows
+
+
+# -- CLI plugin: ``wdscale coord`` ----------------------------------------------------------------------------
+def configure(p) -> None:
+    p.description = ("microsoft/mup's coordinate check: the RMS of every module's output on a fixed batch after a few "
+                     "AdamW steps, at several widths, and its width exponent per module (mu-P asks ~0).  Works on "
+                     "the built-in models and on your own model file (forward hooks on your modules).  A flat coord "
+                     "check is about the first steps; whether the lr transfers at the end of training is what "
+                     "`wdscale study` answers.")
+    p.add_argument("--model", default="synthetic", help="synthetic, transformer, or a model file path.py")
+    p.add_argument("--widths", default="32,64,128", help="comma list (the smallest is the base width)")
+    p.add_argument("--rules", default="sp,mup", help="comma list of rules")
+    p.add_argument("--steps", type=int, default=4, help="AdamW steps")
+    p.add_argument("--lr", type=float, default=1e-2, help="eta0")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def run(args) -> int:
+    import json
+
+    from .config import parse_numbers
+    from .errors import BadInput
+    from .rules import RULES
+
+    widths = parse_numbers(args.widths, int)
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    if len(widths) < 2 or any(w <= 0 for w in widths):
+        raise BadInput(f"--widths needs at least two positive widths, got {args.widths!r}")
+    bad = [r for r in rules if r not in RULES or r in ("custom", "fitted", "fitted-sqrt")]
+    if not rules or bad:
+        raise BadInput(f"--rules: choose from sp, mup, wd, indep (got {args.rules!r})")
+    if args.steps < 1 or not (args.lr > 0 and math.isfinite(args.lr)):
+        raise BadInput("--steps must be >= 1 and --lr a finite number > 0")
+    if args.model not in ("synthetic", "transformer") and not str(args.model).endswith(".py"):
+        raise BadInput(f"--model {args.model!r}: choose synthetic, transformer or a model file path.py")
+    rows = coord_check(args.model, sorted(widths), rules, args.steps, args.lr, 0.0, min(widths), 0)
+    from .own import coord_slopes
+
+    slopes = coord_slopes(rows)
+    if args.json:
+        print(json.dumps({"rows": rows, "slopes": slopes}))
+        return 0
+    print(f"coordinate check: {args.model}, widths {sorted(widths)}, {args.steps} AdamW steps at lr {args.lr:g}: "
+          "width exponent of each module's output RMS (mu-P: ~0; |slope| > 0.25 flagged)")
+    mods = sorted({s["module"] for s in slopes})
+    w = max(len(m) for m in mods)
+    print(f"  {'module':<{w}}  " + "  ".join(f"{r:>7}" for r in rules))
+    for m in mods:
+        cells = []
+        for r in rules:
+            s = next((x["slope"] for x in slopes if x["module"] == m and x["rule"] == r), None)
+            cells.append("      -" if s is None else f"{s:+7.2f}" + ("!" if abs(s) > 0.25 else " "))
+        print(f"  {m:<{w}}  " + " ".join(cells))
+    return 0
