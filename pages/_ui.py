@@ -315,9 +315,11 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
     return True
 
 
-def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta: dict | None = None) -> bool:
+def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta: dict | None = None,
+                 members: str = "auto") -> bool:
     """Start a preset study (wdscale.demo.run_demo) for this session as one background job; False with an
-    st.error on bad input.  ``eta`` (cost.phases_eta's dict) drives its progress bar and live ETA."""
+    st.error on bad input.  ``eta`` (cost.phases_eta's dict) drives its progress bar and live ETA; ``members`` is
+    a model file's member path (TrainOptions.members)."""
     from wdscale.train import TrainOptions
 
     old = manager().snapshot(st.session_state.get(job_key))
@@ -329,7 +331,7 @@ def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta:
         wc = {w: eta["per_width"][w] / n for w, n in eta["member_steps"].items() if n}
     try:
         st.session_state[job_key] = manager().submit_study(
-            spec, steps, label=spec.get("name", "study"), opts=TrainOptions(device=device),
+            spec, steps, label=spec.get("name", "study"), opts=TrainOptions(device=device, members=members),
             expected_seconds=(eta or {}).get("seconds") or None, width_cost=wc)
     except (ValueError, FileNotFoundError) as e:
         st.error(str(e))

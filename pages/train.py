@@ -1,6 +1,8 @@
 """Train: define a study, see the resolved rule table before training, train it in the background."""
+import argparse
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import torch
 from pages import _ui
 from wdscale import analysis, demo, plots, presets
 from wdscale.config import parse_numbers
-from wdscale.jobs import check_study
+from wdscale.errors import BadInput
+from wdscale.jobs import LR_RANGE, MAX_RUNS, MAX_WIDTH, WD_RANGE, check_study
 from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
 from wdscale.sweep import plan
 from wdscale.verdict import horizon_warnings, sweep_horizon_warnings
@@ -33,7 +36,8 @@ def grid(center: float, n: int, factor: float) -> list[float]:
 
 
 # -- preset studies (wdscale.presets): the Transformer study of each regime, run as wdscale.demo.run_demo ------
-PRESET_CHOICES = {"Your own grid": None, "LM regime (lm)": "lm", "Multi-epoch control (lm-epochs)": "lm-epochs"}
+PRESET_CHOICES = {"Your own grid": None, "LM regime (lm)": "lm", "Multi-epoch control (lm-epochs)": "lm-epochs",
+                  "Your model file": None}  # the last: wdscale.own, the lm design on a file of $WDSCALE_MODELS
 
 
 @st.cache_data(show_spinner=False)
@@ -101,22 +105,297 @@ def preset_study(name: str) -> None:
     if st.button(label, type="primary", key="t_preset_go"):
         _ui.submit_study(key, spec, steps, device, eta)
     snap = _ui.job_panel(key)
-    res = (snap or {}).get("result")
     if snap and snap["status"] == "cancelled":
         st.info("Cancelled. Finished ensembles are stored and the interrupted one keeps a checkpoint: "
                 "**Resume** continues from there.")
-    if res and not res.get("partial"):
-        st.subheader("The study")
-        (st.success if res.get("conclusive") else st.warning)(res["sentence"])
-        if res.get("reading"):
-            st.markdown(res["reading"])
-        st.code(demo.format_summary(res), language=None)
+    if study_summary(snap):
         st.page_link("pages/regimes.py", label="Regimes: this regime beside the other", icon=":material/compare_arrows:")
         st.page_link("pages/transfer.py", label="Transfer: loss vs lr per width and rule", icon=":material/target:")
 
 
+def study_summary(snap: dict | None) -> bool:
+    """A finished study job's summary (``demo.run_demo``'s dict): its sentence, reading and table; False if none."""
+    res = (snap or {}).get("result")
+    if not res or res.get("partial"):
+        return False
+    st.subheader("The study")
+    (st.success if res.get("conclusive") else st.warning)(res["sentence"])
+    if res.get("reading"):
+        st.markdown(res["reading"])
+    st.code(demo.format_summary(res), language=None)
+    return True
+
+
+# -- your model file (wdscale.own): the lm preset's design on a file from the server's $WDSCALE_MODELS folder ------
+# Only files listed in that folder (named when the server starts) can run: never a path typed into the browser,
+# never uploaded code, never anything read from a store or the gallery.  Listing reads names only; a file is
+# imported when the user presses Load (to show its classes) or Train.
+MODELS_ENV = "WDSCALE_MODELS"
+MODEL_FILE = "Your model file"
+OWN_DESIGN = "lm"  # the preset whose design (schedule, rules + fitted, lr octaves) a model-file study runs
+ETA_MEMBERS = 4  # members timed per width for the ETA
+
+
+def models_folder() -> str | None:
+    """The folder of model files this server may run ($WDSCALE_MODELS), or None: model files are off."""
+    return os.environ.get(MODELS_ENV) or None
+
+
+def own_study_spec(path, widths: str, steps, proxy_lrs: str, proxy_wds: str, init: str = "mup",
+                   overrides: str = "") -> dict:
+    """The `lm` preset's design on a model file, as `wdscale study --model FILE --widths W --steps N --proxy-lrs L
+    --proxy-wds D` builds it (``demo.own_spec``, which imports the file).  ValueError (BadInput too), one line."""
+    ws = parse_list(widths, int)
+    if len(set(ws)) < 2:
+        raise ValueError("give at least two widths, e.g. 32,64,128: the smallest is the proxy d₀, and the fitted "
+                         "rule is measured on the two smallest")
+    if min(ws) <= 0 or max(ws) > MAX_WIDTH:
+        raise ValueError(f"widths must be positive integers up to {MAX_WIDTH}, got {ws}")
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    lrs, wds = parse_list(proxy_lrs, float), parse_list(proxy_wds, float)
+    if not lrs or not wds:
+        raise ValueError("the proxy grid needs at least one lr η₀ and one weight decay λ₀")
+    for v in lrs:
+        if not (LR_RANGE[0] <= v <= LR_RANGE[1]):
+            raise ValueError(f"learning rate η₀={v:g} is out of range [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]")
+    for v in wds:
+        if not (0 < v <= WD_RANGE[1]):
+            raise ValueError(f"weight decay λ₀={v:g} is out of range (0, {WD_RANGE[1]:g}] (torch weight_decay)")
+    args = argparse.Namespace(model=str(path), override=[overrides] if overrides.strip() else [], init=init,
+                              widths=widths, steps=int(steps), proxy_lrs=proxy_lrs, proxy_wds=proxy_wds)
+    return demo.own_spec(presets.get(OWN_DESIGN), args)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _class_rows(path: str, sha: str, run_id: str, overrides: str, _cfg) -> list[dict]:
+    from wdscale import own
+
+    return own.class_rows(own.load(path), _cfg, own.parse_overrides(overrides))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _timing(path: str, sha: str, width: int, n: int, device: str, threads: int, init: str, overrides: str,
+            _configs) -> dict:
+    """Seconds per member-step of each member path at one width, measured here on ``n`` members
+    (``own.measure_paths``: one untimed step, then a few timed ones; the models are thrown away)."""
+    from wdscale import own
+    from wdscale.config import pick_device
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # as the job trains
+    try:
+        t = own.measure_paths(own.load(path), list(_configs), own.parse_overrides(overrides), pick_device(device))
+    finally:
+        torch.set_num_threads(before)
+    return {"loop": t["loop"] / n, "batched": None if t["batched"] is None else t["batched"] / n,
+            "batched_error": t["batched_error"]}
+
+
+def own_plan(phases, store) -> list[list]:
+    """The ensembles ``run_demo`` trains for these phases, as the sweep plans them; a run an earlier phase trains
+    counts as stored for the later ones (``cost.phases_eta``'s rule)."""
+    from wdscale.sweep import plan
+
+    seen: set = set()
+
+    class _View:
+        def get(self, run_id):
+            return {"run_id": run_id} if run_id in seen else store.get(run_id)
+
+    out = []
+    for phase in phases:
+        out += plan(phase, _View())[1]
+        seen.update(c.run_id for c in phase)
+    return out
+
+
+def own_eta(path: str, sha: str, ensembles: list[list], device: str, how: str, init: str, overrides: str) -> dict:
+    """ETA of a model-file study: the members' step time measured here at each width (``own.measure_paths`` on up
+    to ETA_MEMBERS members of its first ensemble, the path ``own.choose_path`` would take), times member-steps.
+    The dict ``_ui.submit_study`` reads: seconds, per_width, member_steps; and to_train, ensembles, rate, paths."""
+    from wdscale import cost, own
+
+    threads = _ui.manager().threads
+    out = {"seconds": 0.0, "per_width": {}, "member_steps": {}, "rate": {}, "paths": {},
+           "to_train": sum(len(ch) for ch in ensembles), "ensembles": len(ensembles)}
+    for ch in ensembles:
+        w = ch[0].width
+        if w not in out["rate"]:
+            k = min(ETA_MEMBERS, len(ch))
+            t = _timing(path, sha, w, k, device, threads, init, overrides, tuple(ch[:k]))
+            if how == "loop" or t["batched"] is None:
+                out["rate"][w], out["paths"][w] = t["loop"], "loop"
+            elif how == "batched" or t["loop"] / t["batched"] >= own.BATCHED_MIN_SPEEDUP:
+                out["rate"][w], out["paths"][w] = t["batched"], "batched"
+            else:
+                out["rate"][w], out["paths"][w] = t["loop"], "loop"
+        n = cost.members(ch) * ch[0].steps
+        out["member_steps"][w] = out["member_steps"].get(w, 0) + n
+        out["per_width"][w] = out["per_width"].get(w, 0.0) + n * out["rate"][w]
+    out["seconds"] = sum(out["per_width"].values())
+    return out
+
+
+def class_table(rows: list[dict], steps: int) -> list[dict]:
+    """own.class_rows for st.dataframe: one row per parameter (its own name), and the readout's output row."""
+    out = []
+    for r in rows:
+        mult = r.get("mult")
+        out.append({"parameter": r["name"], "shape": "×".join(map(str, r["shape"])) if r["shape"] else "",
+                    "class": r["class"], "lr η": r["lr"], "wd λ (torch)": r["wd"],
+                    "decay/step η·λ": r["decay_per_step"], "τ = 1/(ηλ) steps": r["tau"],
+                    "steps/τ": steps / r["tau"] if r["tau"] else None, "init std": r["init_std"],
+                    "forward ×": mult, "tied to": ", ".join(r["tied_to"]) or None})
+    return out
+
+
+def model_file_study() -> None:
+    """A study of the user's model file: pick a file of $WDSCALE_MODELS, its classes table and ETA before Train,
+    Train/Resume as one background job (the lm preset's design, ``demo.run_demo``), live curves, summary."""
+    from wdscale import own
+    from wdscale.modelfile import file_digest
+    from wdscale.sweep import expand_grid
+
+    st.subheader("Your model file")
+    folder = models_folder()
+    if not folder:
+        st.info(f"Model files are off: start the server with a folder of them, `{MODELS_ENV}=examples streamlit "
+                "run app.py`.", icon=":material/lock:")
+        return
+    paths = own.model_file_paths(folder)
+    if not paths:
+        st.info(f"No model files (`*.py`) in `{folder}` (`{MODELS_ENV}`).", icon=":material/folder_off:")
+        return
+    spec0 = presets.get(OWN_DESIGN)
+    st.caption(f"Files of `{folder}` (`{MODELS_ENV}`, named when the server started), listed by name only: a file is "
+               "imported when you press **Load** or **Train**. A model file defines `build(width)`, `batches(seed)`, "
+               "`val_batches()` and optionally `loss(model, batch)` (docs/own-model.md). The study runs the "
+               f"`{OWN_DESIGN}` preset's design on it, as `wdscale study --model FILE.py` does: the proxy's η₀ × λ₀ "
+               "grid at the smallest width, then rules mup, wd, indep and the fitted rule at lr = η₀·2^k.")
+    names = [p.name for p in paths]
+    devices = ["cpu", "auto"] + (["cuda"] if torch.cuda.is_available() else [])
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        name = st.selectbox("Model file", names, key="t_mf")
+        widths_txt = st.text_input("Widths d (comma list; the smallest is the proxy d₀)",
+                                   ",".join(map(str, spec0["widths"])), key="t_mf_widths")
+        steps = st.number_input("Steps", value=spec0["steps"], step=100, key="t_mf_steps")
+    with c2:
+        lrs_txt = st.text_input("Proxy grid: lrs η₀ (comma list)", ",".join(f"{x:g}" for x in spec0["proxy_lrs"]),
+                                key="t_mf_lrs")
+        wds_txt = st.text_input("Proxy grid: weight decays λ₀ (torch weight_decay, comma list)",
+                                ",".join(f"{x:g}" for x in spec0["proxy_wds"]), key="t_mf_wds")
+        init = st.selectbox("Init", list(own.INITS), key="t_mf_init",
+                            format_func=lambda i: {"mup": "mup: each class re-drawn as μP says",
+                                                   "keep": "keep: build()'s own init"}[i])
+    with c3:
+        overrides = st.text_input("Overrides (NAME=CLASS; …)", "", key="t_mf_ov",
+                                  help="give a parameter (name or regex) its class: matrix, vector, embedding or "
+                                       "readout, e.g. `lm_head.weight=readout; .*norm.*=vector`")
+        members = st.selectbox("Member path", list(own.PATHS), key="t_mf_members",
+                               help="auto: whichever of loop (each member its own module) and batched (torch.func "
+                                    "vmap) is measured faster here")
+        device = st.selectbox("Device", devices, key="t_mf_device")
+    path = paths[names.index(name)]  # only ever a file of the listing
+    try:
+        sha = file_digest(path)  # reads the bytes, imports nothing
+    except BadInput as e:
+        st.error(str(e))
+        return
+    if st.session_state.get("t_mf_asked") != (str(path), sha):
+        st.write(f"`{name}` is not imported yet. **Load** imports it (its code runs in this server) and shows which "
+                 "parameter gets which class, lr and weight decay.")
+        if not st.button(f"Load {name}", type="primary", key="t_mf_load"):
+            return
+        st.session_state["t_mf_asked"] = (str(path), sha)
+    try:
+        spec = own_study_spec(path, widths_txt, steps, lrs_txt, wds_txt, init, overrides)  # imports the file
+        store = _ui.store()
+        n_steps = spec["steps"]
+        state = demo.preset_state(spec, store, n_steps)
+        if state["n_runs"] > MAX_RUNS:
+            raise ValueError(f"study too big: {state['n_runs']} runs (limit {MAX_RUNS}); use fewer widths or a "
+                             "smaller proxy grid")
+        st.dataframe([{"setting": k, "value": v} for k, v in [
+            ("model file", f"{path} (sha256 {sha[:12]}…; the runs are named {spec['model']})"),
+            ("widths", f"{_nums(spec['widths'])} (proxy d₀ = {spec['base_width']})"),
+            ("steps", f"{n_steps}"), ("schedule", f"{spec['common'].get('schedule')}, warmup "
+                                                    f"{spec['common'].get('warmup', 0):.0%} of the steps"),
+            ("proxy grid", f"η₀ ∈ {{{_nums(spec['proxy_lrs'])}}} × λ₀ ∈ {{{_nums(spec['proxy_wds'])}}} at d₀"),
+            ("transfer", f"rules {', '.join(spec['rules'])} + fitted (λ ∝ d^b, b = 2α̂−1) at λ₀, lr = η₀·2^k, "
+                         f"k ∈ {{{_nums(spec['lr_octaves'])}}} octaves"),
+            ("init, overrides", f"{init}; {overrides.strip() or 'none'}")]], hide_index=True, width="stretch")
+
+        # -- the classes table: which parameter got which class, lr and wd, before training -----------------------
+        st.markdown("**Classes**: which of your parameters gets which class, lr and weight decay")
+        k1, k2 = st.columns(2)
+        cw = k1.selectbox("At width", list(spec["widths"]), index=len(spec["widths"]) - 1, key="t_mf_cw")
+        rule = k2.selectbox("Rule", list(spec["rules"]), key="t_mf_rule",
+                            format_func=lambda r: f"{r}: {RULE_INFO[r]}")
+        eta0, lam0 = state["eta0"], state["lam0"]
+        cfg = expand_grid(spec["model"], [cw], spec["base_width"], [rule], [eta0], [lam0], n_steps, [0], data_seed=0,
+                          **spec["common"])[0]
+        rows = _class_rows(str(path), sha, cfg.run_id, ";".join([overrides] if overrides.strip() else []), cfg)
+    except ValueError as e:  # BadInput: a syntax error, no build(), an ambiguous class, ... (one line)
+        st.error(str(e))
+        return
+    st.dataframe(class_table(rows, n_steps), hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(format="%.4g")
+                                for k in ("lr η", "wd λ (torch)", "decay/step η·λ", "τ = 1/(ηλ) steps", "steps/τ",
+                                          "init std", "forward ×")})
+    st.caption(f"At η₀ = {eta0:.3g}, λ₀ = {lam0:g} ({'the proxy optimum' if state['optimum_known'] else 'the proxy grid’s middle until its optimum is measured'}). "
+               "torch's AdamW multiplies weight_decay by the lr: each step p ← p·(1 − η·λ), so τ = 1/(η·λ) steps. "
+               "The readout's output row is μP's 1/m logit multiplier, a forward hook on the module that makes the "
+               "logits.")
+
+    eta = None
+    if not state["complete"]:
+        ens = own_plan(state["phases"], store)
+        try:
+            with st.spinner("ETA: timing a few steps of each width here…"):
+                eta = own_eta(str(path), sha, ens, device, members, init,
+                              ";".join([overrides] if overrides.strip() else []))
+        except ValueError as e:
+            st.error(str(e))
+            return
+        from wdscale import cost
+
+        per = ", ".join(f"d={w}: {cost.format_seconds(s)} ({eta['rate'][w] * 1e3:.1f} ms per member-step, "
+                        f"{eta['paths'][w]})" for w, s in sorted(eta["per_width"].items()))
+        st.info(f"**ETA ≈ {cost.format_seconds(eta['seconds'])}** for {eta['to_train']} runs in {eta['ensembles']} "
+                f"ensembles, measured here: a few steps of up to {ETA_MEMBERS} members timed at each width "
+                f"(own.measure_paths; {per}), times the study's member-steps. Evals and spectra snapshots come on "
+                "top; the transfer phases are counted at "
+                + ("the measured proxy optimum." if state["optimum_known"] else "the proxy grid's middle until its "
+                                                                                 "optimum is known."),
+                icon=":material/timer:")
+    st.write(f"{state['stored']} of {state['n_runs']} runs are in the store"
+             + (f"; {state['partial']} cancelled mid-ensemble" if state["partial"] else "") + ".")
+    key = f"own_job_{spec['model']}"
+    if state["complete"]:
+        label = "Show the summary (every run is in the store; nothing trains)"
+    elif state["stored"] or state["partial"]:
+        label = f"Resume ({state['stored']} of {state['n_runs']} runs stored)"
+    else:
+        label = "Train"
+    if st.button(label, type="primary", key="t_mf_go"):
+        _ui.submit_study(key, spec, n_steps, device, eta, members=members)
+    snap = _ui.job_panel(key)
+    if snap and snap["status"] == "cancelled":
+        st.info("Cancelled. Finished ensembles are stored: **Resume** continues with the rest.")
+    if study_summary(snap) or state["complete"]:
+        st.page_link("pages/spectra.py", label="Spectra: this study's matrices, under your parameter names",
+                     icon=":material/show_chart:")
+        st.page_link("pages/transfer.py", label="Transfer: loss vs lr per width and rule", icon=":material/target:")
+
+
 choice = st.radio("Preset study", list(PRESET_CHOICES), horizontal=True, key="t_preset",
-                  help="the Transformer study of each regime (wdscale/presets.py; `wdscale study --preset NAME`)")
+                  help="the Transformer study of each regime (wdscale/presets.py; `wdscale study --preset NAME`), or "
+                       "the lm design on your own model file (`wdscale study --model FILE.py`)")
+if choice == MODEL_FILE:
+    model_file_study()
+    st.stop()
 if PRESET_CHOICES[choice]:
     preset_study(PRESET_CHOICES[choice])
     st.stop()
