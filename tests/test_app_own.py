@@ -137,3 +137,35 @@ def test_a_file_without_build_and_bad_fields_are_one_line_errors(models):
         at.text_input(key=key).set_value({"t_mf_widths": "32,64", "t_mf_lrs": "0.01", "t_mf_wds": "0.1"}[key]).run()
     at.text_input(key="t_mf_ov").set_value("lm_head.weight=bogus").run()
     assert any("unknown class 'bogus'" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_a_tiny_model_file_study_trains_live_and_its_spectra_show(models):
+    import re
+    import time
+
+    at = small(open_choice())
+    at.button(key="t_mf_load").click().run()
+    at.button(key="t_mf_go").click().run()
+    t0, seen_live = time.time(), False
+    while time.time() - t0 < 240:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        lines = [p.proto.text or "" for p in at.get("progress")]
+        seen_live |= any(re.match(r"(queued|training width)", s) for s in lines)
+        if any(s.startswith("done:") for s in lines):
+            break
+        assert not any(s.startswith("error") for s in lines), lines
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"no 'done' within 240 s: {texts(at)}")
+    assert seen_live
+    t = texts(at, ("success", "warning", "code", "markdown"))
+    assert "proxy d0=32" in t  # demo.format_summary of run_demo's result
+    assert any("Spectra" in p.proto.label for p in at.get("page_link"))
+    assert at.button(key="t_mf_go").label.startswith("Show the summary")
+
+    at.switch_page("pages/spectra.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "blocks.0.c_attn.weight" in at.selectbox(key="sp_param").options  # the user's own parameter names
+    assert at.get("plotly_chart")
