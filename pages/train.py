@@ -82,6 +82,8 @@ def preset_study(name: str) -> None:
     if state["optimum_known"]:
         note = (f" The proxy optimum is measured: η₀ = {state['eta0']:.3g}, λ₀ = {state['lam0']:g}"
                 + (f", fitted b = {state['b']:+.2f}." if state["b_known"] and state["b"] is not None else
+                   "; the fitted rule's b could not be measured on the two smallest widths (no fitted phase)."
+                   if state["b_known"] and spec.get("fitted") else
                    f"; the fitted rule's b is assumed {state['b']:g} until the two smallest widths are trained."
                    if spec.get("fitted") else "."))
     else:
@@ -306,9 +308,10 @@ def model_file_study() -> None:
     if st.session_state.get("t_mf_asked") != (str(path), sha):
         st.write(f"`{name}` is not imported yet. **Load** imports it (its code runs in this server) and shows which "
                  "parameter gets which class, lr and weight decay.")
-        if not st.button(f"Load {name}", type="primary", key="t_mf_load"):
-            return
-        st.session_state["t_mf_asked"] = (str(path), sha)
+        if st.button(f"Load {name}", type="primary", key="t_mf_load"):
+            st.session_state["t_mf_asked"] = (str(path), sha)
+            st.rerun()  # draw the page without this button and its line
+        return
     try:
         spec = own_study_spec(path, widths_txt, steps, lrs_txt, wds_txt, init, overrides)  # imports the file
         store = _ui.store()
@@ -340,7 +343,7 @@ def model_file_study() -> None:
     except ValueError as e:  # BadInput: a syntax error, no build(), an ambiguous class, ... (one line)
         st.error(str(e))
         return
-    st.dataframe(class_table(rows, n_steps), hide_index=True, width="stretch",
+    st.dataframe(class_table(rows, n_steps), hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 740),
                  column_config={k: st.column_config.NumberColumn(format="%.4g")
                                 for k in ("lr η", "wd λ (torch)", "decay/step η·λ", "τ = 1/(ηλ) steps", "steps/τ",
                                           "init std", "forward ×")})
