@@ -1,4 +1,7 @@
 """Home: the argument in one screen, and a one-click demo sweep that shows it."""
+import re
+
+import numpy as np
 import streamlit as st
 
 from pages import _ui
@@ -12,24 +15,69 @@ st.title("Why AdamW's weight decay must scale with width")
 st.caption("Fan et al. 2025, *Robust Layerwise Scaling Rules by Proper Weight Decay Tuning* (arXiv 2510.15262); "
            "Kosson et al. 2025 (arXiv 2510.19093) on μP as an implicit warmup.")
 
+
+@st.cache_data(show_spinner="fitting the law on the reference studies ...")
+def _laws() -> dict:
+    from wdscale import gallery
+
+    return gallery.gallery_laws(n_boot=300)
+
+
+def _esc(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>#|~$])", r"\\\1", str(text))
+
+
+def law_claim(laws: dict) -> str:
+    """Where the reference studies' measured law is √(η/λ) and where not, with the exponents: "≈ √(η/λ)" is said
+    only of a study whose pooled a and b are both within 0.1 of ½ (``law.holds``); the others get their own
+    σ_top ∝ η^a·λ^−b with 95% CIs."""
+    from wdscale.law import holds
+
+    ci = lambda c: f"[{c[0]:.2f}, {c[1]:.2f}]" if c and all(np.isfinite(c)) else ""
+    yes, no = [], []
+    for name, lw in laws.items():
+        p = (lw or {}).get("pooled")
+        h = holds(p)
+        if h is None:
+            continue
+        nums = f"a {p['a']:.2f} {ci(p['a_ci'])}, b {p['b']:.2f} {ci(p['b_ci'])}, {p['n']} runs"
+        if h:
+            yes.append(f"{_esc(name)} ({nums})")
+        else:
+            no.append(f"{_esc(name)}: σ_top ∝ η^{p['a']:.2f}·λ^−{p['b']:.2f} ({nums})")
+    if not yes and not no:
+        return "no reference study here separates η from λ at S ≥ 3, so the law is untested."
+    out = []
+    if yes:
+        out.append("σ_top ≈ √(η/λ) in " + "; ".join(yes))
+    if no:
+        out.append(("not in " if yes else "σ_top is not √(η/λ) in ") + "; ".join(no))
+    return "; ".join(out) + "."
+
+
 left, right = st.columns([3, 2])
 with left:
     st.markdown(
         "1. **μP fixes the learning rate.** Hidden matrices get $\\eta_2 = \\eta_0/m$ with width multiplier "
         "$m = d/d_0$, so the proxy's best $\\eta_0$ transfers, at least early in training.\n"
-        "2. **AdamW reaches a steady state.** After a few $\\tau = 1/(\\eta\\lambda)$ steps each entry's RMS "
-        "settles at $\\sqrt{\\eta/(2\\lambda)}$, so $\\|W\\|_F \\approx \\sqrt{\\eta N/(2\\lambda)}$, and the "
-        "singular values scale as $\\sqrt{\\eta/\\lambda}$ with a width-invariant shape: "
-        "$\\sigma_{top} \\approx \\sqrt{\\eta/\\lambda}\\, d^{0.75}$.\n"
-        "3. **With λ fixed, μP's $\\eta \\propto 1/d$ gives $\\sigma_{top} \\propto d^{0.25}$**: the sublayer gain "
+        "2. **AdamW reaches a steady state.** After a few $\\tau = 1/(\\eta\\lambda)$ steps decay balances the "
+        "updates. If Adam's update is a random walk, each entry's RMS settles at $\\sqrt{\\eta/(2\\lambda)}$ "
+        "and the spectrum scales as $\\sqrt{\\eta/\\lambda}$ (Fan et al.: $a = b = 1/2$ in "
+        "$\\sigma_{top} \\propto \\eta^{a}\\lambda^{-b}d^{\\gamma}$); where the update is consistent, "
+        "$W \\approx u/\\lambda$ (no $\\eta$). **Measured** (all hidden matrices pooled, runs at S ≥ 3, 95% CIs): "
+        + law_claim(_laws()) + "\n"
+        "3. **With λ fixed, μP's $\\eta \\propto 1/d$ moves $\\sigma_{top}$ with width** "
+        "($\\propto d^{\\gamma - a}$; the paper's $a = 1/2$, $\\gamma = 0.75$ give $d^{0.25}$): the sublayer gain "
         "grows with width and the optimal learning rate drifts.\n"
-        "4. **Scaling $\\lambda_2 \\propto \\sqrt{d}$ keeps $\\sigma_{top}$ width-invariant** "
-        "(generally: $\\sigma_{top} \\propto d^{\\alpha}$ needs $\\lambda \\propto d^{2\\alpha-1}$). "
+        "4. **Scaling λ with width keeps $\\sigma_{top}$ width-invariant:** $\\lambda \\propto d^{(\\gamma-a)/b}$, "
+        "the `fitted` rule (at $a = b = 1/2$ the paper's $\\lambda \\propto d^{2\\alpha-1} = \\sqrt{d}$). "
         "Kosson et al. argue for $\\eta\\lambda$ fixed ($\\lambda \\propto d$) instead: the explorer lets your runs "
         "decide which rule transfers.")
-    st.latex(r"\sigma_{top} \approx \sqrt{\eta/\lambda}\; d^{0.75}, \quad \eta_2=\frac{\eta_0}{m} "
-             r"\;\Rightarrow\; \sigma_{top}\propto \frac{d^{0.25}}{\sqrt{\lambda_2}} \;\Rightarrow\; "
-             r"\lambda_2 \propto \sqrt{d}")
+    st.latex(r"\sigma_{top} \propto \eta^{a}\lambda^{-b} d^{\gamma}, \quad \eta_2=\frac{\eta_0}{m} "
+             r"\;\Rightarrow\; \sigma_{top}\propto \frac{d^{\gamma-a}}{\lambda_2^{b}} \;\Rightarrow\; "
+             r"\lambda_2 \propto d^{(\gamma-a)/b} \quad (a=b=\tfrac12,\ \gamma=0.75:\ \lambda_2\propto\sqrt{d})")
+    st.caption("Where the √(η/λ) law holds and where not, per matrix class: the **Regimes** page; through the "
+               "schedule: docs/law.md.")
 with right:
     st.info("**torch's AdamW multiplies `weight_decay` by the lr.** Here λ is always torch's `weight_decay`: "
             "each step does $W \\leftarrow W(1-\\eta\\lambda)$, so the per-step decay is **η·λ** and the "

@@ -4,7 +4,7 @@ import re
 import streamlit as st
 
 from pages import _ui
-from wdscale import gallery, plots, regimes
+from wdscale import gallery, law, plots, regimes
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 
@@ -51,6 +51,11 @@ def _load():
     return gallery.reference_regimes()
 
 
+@st.cache_data(show_spinner="fitting the law on the reference studies ...")
+def _laws() -> dict:
+    return gallery.gallery_laws(n_boot=300)
+
+
 studies, missing = _load()
 if missing:
     st.caption("Not in this checkout: " + ", ".join(missing) + " (build: `wdscale study --preset lm` / "
@@ -73,3 +78,18 @@ for s in sel:
 _ui.show(plots.regime_drift_plot(sel), "regime_drift")
 _ui.show(plots.regime_alpha_plot(sel), "regime_alpha")
 st.dataframe(regimes.regime_rows(sel), hide_index=True, width="stretch")
+
+st.subheader("The law behind it: σ_top ∝ η^a·λ^−b, measured")
+st.markdown("Fan et al.'s derivation assumes σ_top ∝ √(η/λ) (a = b = ½): decay balancing a random walk. Here a and "
+            "b are fitted apart per matrix class (log σ_top on log η and log λ of the class, one intercept per width, "
+            "runs at S ≥ 3 counted once, bootstrap 95% CIs); the λ exponent of the `fitted` rule is e/b̂.")
+laws = {n: lw for n, lw in _laws().items() if n in pick}
+if laws:
+    st.markdown(f"**{md_escape(law.where_law_holds(laws))}**")
+    st.dataframe(law.law_rows(laws), hide_index=True, width="stretch")
+    for lw in laws.values():
+        st.caption(md_escape(lw["sentence"]))
+    st.caption("The same fit through the schedule (a, b at each spectra snapshot, cosine decay vs constant lr): "
+               "docs/law.md.")
+else:
+    st.caption("No reference study with a measured law among those picked.")

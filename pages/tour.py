@@ -102,6 +102,15 @@ except (ValueError, StoreError, BadInput) as e:
 st.markdown(f"<div class='tour-formula' style='font-family:serif;font-size:1.35rem;background:#f2f5f9;"
             f"padding:.4em .8em;border-radius:4px'>{html.escape(s['formula'])}</div>", unsafe_allow_html=True)
 st.markdown(s["text"])
+if step == 4:  # the formula is the paper's a = b = 1/2; say what this study measured (step 3)
+    from wdscale.law import holds
+
+    p = (tour.study_law(_data(source, stamp)).get("pooled") or {})
+    if holds(p) is not None:
+        st.caption(f"The formula is Fan et al.'s √(η/λ) law (a = b = ½). Measured on this study (step 3, all hidden "
+                   f"matrices pooled, S ≥ 3): σ_top ∝ η^{p['a']:.2f}·λ^−{p['b']:.2f}, "
+                   + ("within 0.1 of ½: the law holds here." if holds(p) else
+                      "not √(η/λ): with η ∝ 1/d, λ fixed, σ_top ∝ d^(γ−a), and step 5's rule uses the measured b."))
 for line in s.get("lines", []):
     st.markdown(f"- {line}")
 fig = tour.presenter(s["fig"]) if present else s["fig"]
