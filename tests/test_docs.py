@@ -44,6 +44,7 @@ def test_there_are_runnable_blocks_in_the_readme_and_the_docs():
 
 def run_block(lang: str, code: str, where: Path) -> subprocess.CompletedProcess:
     (where / "gallery").symlink_to(ROOT / "gallery")
+    (where / "examples").symlink_to(ROOT / "examples")  # the model files of docs/own-model.md
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "WDSCALE_DATA": str(where / "runs"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]

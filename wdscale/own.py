@@ -923,31 +923,3 @@ def plain_loop_seconds(mf: ModelFile, configs: list, overrides: dict | None = No
             for h in mem.hooks:
                 h.remove()
     return time.perf_counter() - t0
-
-
-def bench_model_file(path: str, width: int = 64, base_width: int = 32, n_members: int = 4, steps: int = 200,
-                     store_root: str | None = None) -> dict:
-    """``own_overhead_ratio``: a model-file sweep (run_sweep into a fresh store, spectra and evals on, the path
-    forced to ``loop``) over the plain loop on the same members; ``own_batched_speedup``: seconds per step looped
-    over batched (``measure_paths``).  Batching is adopted where the speedup is >= BATCHED_MIN_SPEEDUP."""
-    import tempfile
-
-    from .config import RunConfig
-    from .store import RunStore
-    from .sweep import run_sweep
-    from .train import TrainOptions
-
-    mf = load(path)
-    lrs = [2e-3 * 2 ** (k / 2) for k in range(n_members)]
-    configs = [RunConfig(model=mf.name, model_file=str(path), width=width, base_width=base_width, rule="mup",
-                         lr=lr, wd=0.1, steps=steps, seed=0) for lr in lrs]
-    plain = plain_loop_seconds(mf, configs)
-    with tempfile.TemporaryDirectory(dir=store_root) as tmp:
-        t0 = time.perf_counter()
-        run_sweep(configs, RunStore(Path(tmp) / "runs"), TrainOptions(members="loop"))
-        sweep = time.perf_counter() - t0
-    t = measure_paths(mf, configs, {}, torch.device("cpu"), steps=5)
-    speed = (t["loop"] / t["batched"]) if t["batched"] else None
-    return {"own_overhead_ratio": sweep / plain, "own_sweep_s": sweep, "own_plain_loop_s": plain,
-            "own_batched_speedup": speed, "own_batched_error": t["batched_error"], "own_model": mf.name,
-            "own_width": width, "own_members": n_members, "own_steps": steps}
