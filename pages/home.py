@@ -75,9 +75,9 @@ with left:
         "decide which rule transfers.")
     st.latex(r"\sigma_{top} \propto \eta^{a}\lambda^{-b} d^{\gamma}, \quad \eta_2=\frac{\eta_0}{m} "
              r"\;\Rightarrow\; \sigma_{top}\propto \frac{d^{\gamma-a}}{\lambda_2^{b}} \;\Rightarrow\; "
-             r"\lambda_2 \propto d^{(\gamma-a)/b} \quad (a=b=\tfrac12,\ \gamma=0.75:\ \lambda_2\propto\sqrt{d})")
-    st.caption("Where the √(η/λ) law holds and where not, per matrix class: the **Regimes** page; through the "
-               "schedule: docs/law.md.")
+             r"\lambda_2 \propto d^{(\gamma-a)/b}")
+    st.caption("Fan et al.: a = b = ½, γ = 0.75 ⇒ λ₂ ∝ √d. Where the √(η/λ) law holds and where not, per matrix "
+               "class: the **Regimes** page; through the lr schedule: docs/law.md.")
 with right:
     st.info("**torch's AdamW multiplies `weight_decay` by the lr.** Here λ is always torch's `weight_decay`: "
             "each step does $W \\leftarrow W(1-\\eta\\lambda)$, so the per-step decay is **η·λ** and the "

@@ -77,6 +77,8 @@ for s in sel:
                    f"({f['best_named']}).")
 _ui.show(plots.regime_drift_plot(sel), "regime_drift")
 _ui.show(plots.regime_alpha_plot(sel), "regime_alpha")
+st.caption("α reads σ_top's width exponent through the paper's √(η/λ) law (λ exponent 2α − 1): where the measured "
+           "b is not ½ (below) the `fitted` rule's e/b̂ replaces it.")
 st.dataframe(regimes.regime_rows(sel), hide_index=True, width="stretch")
 
 st.subheader("The law behind it: σ_top ∝ η^a·λ^−b, measured")
