@@ -335,3 +335,32 @@ def test_coord_cli_on_a_model_file():
     bad = subprocess.run([sys.executable, "-m", "wdscale", "coord", "--model", "nope.txt"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["loop", "batched"])
+def test_a_cancelled_model_file_ensemble_resumes_to_the_unbroken_numbers(tmp_path, kind):
+    """Nothing lost on a crash: a cancel writes the checkpoint; the resumed members equal an unbroken run."""
+    import threading
+
+    from wdscale.train import train_ensemble
+
+    path = EX / "nanogpt.py"
+    cfgs = [RunConfig(model="nanogpt", model_file=str(path), width=64, base_width=32, rule=r, lr=6e-3, wd=0.3,
+                      steps=12, seed=s, schedule="cosine", warmup=0.2) for r, s in (("mup", 0), ("wd", 1))]
+    whole = own.train_members(cfgs, TrainOptions(members=kind))
+    cancel = threading.Event()
+    opts = TrainOptions(members=kind, checkpoint_dir=str(tmp_path / "ck"), spectra_every=4)
+
+    def stop_at_5(e):
+        if e["type"] == "step" and e["step"] >= 5:
+            cancel.set()
+    first = train_ensemble(cfgs, opts, on_event=stop_at_5, cancel=cancel)
+    assert first[0]["status"] == "partial" and 5 <= first[0]["steps_done"] < 12
+    assert list((tmp_path / "ck").glob("*.pt"))
+    seen = []
+    again = train_ensemble(cfgs, opts, on_event=seen.append)
+    assert next(e for e in seen if e["type"] == "start")["resumed_from"] == first[0]["steps_done"]
+    for a, b in zip(again, whole):
+        assert a["status"] == "done" and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        for n, w in b["weights"].items():
+            assert _fro(a["weights"][n], w) < 1e-6, n

@@ -504,6 +504,17 @@ class _LoopPath:
             mem.model.train()
         return out
 
+    def state(self) -> dict:
+        """What a resume needs: each member's weights, AdamW state and RNG stream."""
+        return {"members": [{"model": m.model.state_dict(), "opt": m.opt.state_dict(), "rng": m.rng}
+                            for m in self.members]}
+
+    def load(self, st: dict) -> None:
+        for m, s in zip(self.members, st["members"]):
+            m.model.load_state_dict(s["model"])
+            m.opt.load_state_dict(s["opt"])
+            m.rng = s["rng"]
+
     def stacked_matrices(self) -> dict[str, torch.Tensor]:
         names = list(self.members[0].matrices())
         return {n: torch.stack([dict(m.model.named_parameters())[n].detach() for m in self.members]) for n in names}
@@ -587,6 +598,18 @@ class _BatchedPath:
         finally:
             self.base.train()
         return per.mean(0).tolist()
+
+    def state(self) -> dict:
+        return {"params": {n: p.detach() for n, p in self.params.items()}, "buffers": dict(self.buffers),
+                "opt": self.opt.state()}
+
+    @torch.no_grad()
+    def load(self, st: dict) -> None:
+        for n, p in self.params.items():
+            p.copy_(st["params"][n])
+        for n, b in self.buffers.items():
+            b.copy_(st["buffers"][n])
+        self.opt.load_state(st["opt"])
 
     def stacked_matrices(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.params.items() if p.ndim == 3}
@@ -691,10 +714,35 @@ def choose_path(mf: ModelFile, configs: list, overrides: dict, device, how: str 
     return path, reason
 
 
-def train_members(configs: list, opts=None, on_event=None, cancel=None) -> list[dict]:
+def _save(path: Path, state: dict) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint, never a torn one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full store: training goes on, only the crash insurance is lost
+        pass
+
+
+def _resume_state(path: Path | None, run_ids: list[str], kind: str) -> dict | None:
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception:  # noqa: BLE001 (unreadable: start over)
+        return None
+    return st if st.get("run_ids") == run_ids and st.get("kind") == kind else None
+
+
+def train_members(configs: list, opts=None, on_event=None, cancel=None, ckpt: Path | None = None) -> list[dict]:
     """Train the runs of one model file at one width (one ``group_key``); one result dict per config, the same
     keys as ``train.train_ensemble``'s, so the store and every reader take them unchanged.  ``opts.members``
-    (``auto`` | ``loop`` | ``batched``) picks the path; the result's ``extra`` says which ran and why."""
+    (``auto`` | ``loop`` | ``batched``) picks the path; the result's ``extra`` says which ran and why.
+
+    ``ckpt``: a checkpoint file, written every ``opts.checkpoint_seconds`` and on cancel (weights, AdamW state, RNG
+    streams, histories, spectra), so a killed or cancelled ensemble resumes where it stopped; the batches are
+    replayed from ``batches(data_seed)`` up to that step (the file's contract: the same batches for a seed)."""
     from .config import MIN_SPECTRA_GAP, SPECTRA_SNAPSHOTS, eval_steps, lr_factor, pick_device
     from .ensemble import singular_values
 
@@ -743,13 +791,39 @@ def train_members(configs: list, opts=None, on_event=None, cancel=None) -> list[
             emit({"type": "spectra", "width": width, "step": step,
                   "top_sv": {n: spectra[n][-1][:, 0].tolist() for n in spectra if n != "steps"}})
 
+        def save(done: int) -> None:
+            _save(Path(ckpt), {
+                "run_ids": run_ids, "kind": kind, "step": done, "path": path.state(), "alive": list(alive),
+                "diverged_step": list(diverged_step), "init_loss": list(init_loss),
+                "loss_hist": torch.from_numpy(loss_hist[:done].copy()),
+                "evals": {str(k): v for k, v in eval_hist.items()},
+                "spectra": {"steps": list(spectra["steps"]),
+                            **{n: torch.stack(v) for n, v in spectra.items() if n != "steps"}}})
+
+        start = 0
+        st = _resume_state(ckpt, run_ids, kind)
+        if st is not None:
+            start = int(st["step"])
+            path.load(st["path"])
+            alive[:], diverged_step[:], init_loss[:] = st["alive"], st["diverged_step"], st["init_loss"]
+            loss_hist[:start] = st["loss_hist"].numpy()
+            eval_hist.update({int(k): v for k, v in st["evals"].items()})
+            spectra.update({"steps": list(st["spectra"]["steps"]),
+                            **{n: list(v.unbind(0)) for n, v in st["spectra"].items() if n != "steps"}})
+            for k in range(start):  # replay the batch order up to where the checkpoint stopped
+                _next_batch(mf, it, c0.data_seed, k)
         emit({"type": "start", "width": width, "n_members": E, "steps": steps, "run_ids": run_ids,
-              "resumed_from": 0, "member_path": kind})
-        snapshot(0)
-        done = 0
+              "resumed_from": start, "member_path": kind})
+        if start == 0:
+            snapshot(0)
+        done = start
+        last_ckpt = time.perf_counter()
+        every_s = float(getattr(opts, "checkpoint_seconds", 120.0))
         try:
-            for step in range(steps):
+            for step in range(start, steps):
                 if cancel is not None and cancel.is_set():
+                    if ckpt is not None and done > start:
+                        save(done)  # before the partial snapshot below: a resume keeps the cadence
                     break
                 batch = _next_batch(mf, it, c0.data_seed, step)
                 factors = [lr_factor(c, step) for c in configs]
@@ -770,7 +844,10 @@ def train_members(configs: list, opts=None, on_event=None, cancel=None) -> list[
                 if done % event_every == 0 or done == steps:
                     el = time.perf_counter() - t0
                     emit({"type": "step", "width": width, "step": done, "steps": steps, "loss": losses,
-                          "alive": list(alive), "elapsed": el, "eta": el / done * (steps - done)})
+                          "alive": list(alive), "elapsed": el, "eta": el / (done - start) * (steps - done)})
+                if ckpt is not None and done < steps and time.perf_counter() - last_ckpt >= every_s:
+                    save(done)
+                    last_ckpt = time.perf_counter()
             partial = done < steps
             if partial and done > 0 and spectra["steps"][-1] != done:
                 snapshot(done)

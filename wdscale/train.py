@@ -176,7 +176,8 @@ def train_ensemble(configs: list[RunConfig], opts: TrainOptions | None = None,
     if configs[0].model_file is not None:  # a user's model file: its own trainer (loop or torch.func members)
         from .own import train_members
 
-        res = train_members([configs[j] for j in uniq], opts, on_event, cancel)
+        ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
+        res = train_members([configs[j] for j in uniq], opts, on_event, cancel, ckpt)
     else:
         ckpt = checkpoint_path(opts.checkpoint_dir, configs) if opts.checkpoint_dir else None
         run = _EnsembleRun([configs[j] for j in uniq], opts, on_event or (lambda e: None), ckpt)
