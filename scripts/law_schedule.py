@@ -41,23 +41,40 @@ def study(path: str):
     return recs, spectra
 
 
-def fits_over_time(recs, spectra, min_S: float | None, n_boot: int) -> dict:
-    """{step: {"lr": lr factor, "n_all": runs, "classes": {class: {quantity: fit, "S": [S of the points]}}}}."""
+def points_over_time(recs, spectra, min_S: float | None) -> dict:
+    """{step: {"lr": lr factor, "n_all": runs, "classes": {class: [law points of the runs past S(t) >= min_S]}}}."""
     runs = law.unique_runs(recs)
     scope = law.choose_scope(recs, min_S or 0.0)
     classes = sorted(set(law.class_matrices(runs[0])) - {"pooled"}) + ["pooled"]
     r0 = runs[0]
     out = {}
     for step in [s for s in law.snapshot_steps(recs, spectra) if s > 0]:
-        row = {"lr": float(_factor(r0.get("schedule", "constant"), r0.get("warmup") or 0.0, r0["steps"], 1.0,
-                                   step - 1)),
-               "n_all": len(runs), "classes": {}}
-        for k in classes:
-            pts = law.law_points(recs, spectra, k, scope, min_S, step=step)
-            row["classes"][k] = {q: law.fit_law(pts, q, n_boot) for q in law.QUANTITIES}
-            row["classes"][k]["S"] = [p["S"] for p in pts]
-        out[step] = row
+        lr = float(_factor(r0.get("schedule", "constant"), r0.get("warmup") or 0.0, r0["steps"], 1.0, step - 1))
+        out[step] = {"lr": lr, "n_all": len(runs),
+                     "classes": {k: law.law_points(recs, spectra, k, scope, min_S, step=step) for k in classes}}
     return out
+
+
+def match(pts: dict) -> dict:
+    """Keep, at each step and class, only the (eta, lam, width, seed) present in every store."""
+    names = list(pts)
+    out = {n: {} for n in names}
+    for s in set.intersection(*(set(pts[n]) for n in names)):
+        for n in names:
+            out[n][s] = {**pts[n][s], "classes": {}}
+        for k in pts[names[0]][s]["classes"]:
+            key = lambda p: (f"{p['eta']:.9g}", f"{p['lam']:.9g}", p["width"], p["seed"])
+            common = set.intersection(*({key(p) for p in pts[n][s]["classes"].get(k, [])} for n in names))
+            for n in names:
+                out[n][s]["classes"][k] = [p for p in pts[n][s]["classes"].get(k, []) if key(p) in common]
+    return out
+
+
+def fit_all(pts: dict, n_boot: int) -> dict:
+    """points_over_time -> {step: {"lr", "n_all", "classes": {class: {quantity: fit, "S": [S of the points]}}}}."""
+    return {s: {**r, "classes": {k: {**{q: law.fit_law(p, q, n_boot) for q in law.QUANTITIES},
+                                     "S": [x["S"] for x in p]} for k, p in r["classes"].items()}}
+            for s, r in pts.items()}
 
 
 def cell(f: dict, x: str) -> str:
@@ -113,6 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-S", type=float, default=law.MIN_S, help="steady-state gate on S(t) (0: every run)")
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--classes", default="top", help="quantities shown per class too (of top,fro,bulk)")
+    ap.add_argument("--matched", action="store_true",
+                    help="fit each step on the (eta, lam) pairs past the S gate in both stores only")
     args = ap.parse_args(argv)
     names = args.names.split(",")
     paths = dict(zip(names, (args.cosine, args.constant)))
@@ -122,7 +141,7 @@ def main(argv=None) -> int:
             print(f"*{n}: {p} missing: not in the table*\n")
             continue
         recs, sp = study(p)
-        res[n] = fits_over_time(recs, sp, args.min_S or None, args.n_boot)
+        res[n] = points_over_time(recs, sp, args.min_S or None)
         r0 = recs[0]
         meta[n] = (f"{n}: {p}, {len(law.unique_runs(recs))} runs ({len({r['matrix_lr'] for r in recs})} η × "
                    f"{len({r['matrix_wd'] for r in recs})} λ, d = {', '.join(map(str, sorted({r['width'] for r in recs})))}), schedule {r0.get('schedule')}, "
@@ -130,9 +149,13 @@ def main(argv=None) -> int:
     if not res:
         return 1
     names = [n for n in names if n in res]
+    if args.matched and len(names) > 1:
+        res = match(res)
+    res = {n: fit_all(res[n], args.n_boot) for n in names}
     print("\n".join(f"- {m}" for m in meta.values()))
-    print(f"\nσ ∝ η^a·λ^−b fitted at each spectra snapshot over the runs with S(t) ≥ {args.min_S:g} "
-          f"(bootstrap 95% CIs, {args.n_boot} resamples); lr/η_peak: the schedule's factor at that step.\n")
+    print(f"\nσ ∝ η^a·λ^−b fitted at each spectra snapshot over the runs with S(t) ≥ {args.min_S:g}"
+          + (" in both stores (the same (η, λ) pairs in each column)" if args.matched else "") +
+          f" (bootstrap 95% CIs, {args.n_boot} resamples); lr/η_peak: the schedule's factor at that step.\n")
     for q in law.QUANTITIES:
         print(f"#### {law.QUANTITY_NAMES[q]}, all hidden matrices pooled\n")
         print("\n".join(pooled_table(res, names, q)) + "\n")
