@@ -30,6 +30,13 @@ def test_bench_json_has_every_key_with_sane_types(capsys):
         assert t["value"] == r[k] and t["pass"] == (r[k] <= {"tf_study_flop_ratio": 2.0, "tf_study_eta_s": 1200}[k])
     # the ensemble speedups are measured but retired as targets
     assert not any(k.startswith("ensemble_speedup") for k in r["targets"])
+    # issue 24: the roofline ratio, and the timings moved here from tests
+    assert r["demo_roofline_s"] > 0 and r["mem_bandwidth_gbs"] > 0
+    assert r["demo_roofline_ratio"] == pytest.approx(r["demo_seconds"] / r["demo_roofline_s"])
+    for k in ("demo_roofline_ratio", "calibration_cache_read_s", "bounds_refusal_s", "huge_corpus_refusal_s",
+              "ui_rerun_s_while_training"):
+        assert k in r["targets"], k
+    assert r["ui_rerun_s_while_training"] is None and r["ui_rerun_reason"]  # tiny mode opens no browser
 
 
 def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):
@@ -69,3 +76,16 @@ def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):
 def test_bench_rejects_unknown_device(capsys):
     assert main(["bench", "--device", "tpu", "--test-tiny"]) == 2
     assert "unknown device" in capsys.readouterr().err
+
+
+def test_roofline_counts_a_matmul_at_peak_and_an_elementwise_op_at_bandwidth():
+    from wdscale.bench import op_roofline_seconds
+
+    # (64 x 128) @ (128 x 32) at 1 GFLOP/s and 1 GB/s: 2*64*128*32 FLOPs vs (64*128 + 128*32 + 64*32) * 4 bytes
+    flops = 2 * 64 * 128 * 32
+    assert op_roofline_seconds("aten::mm", [[64, 128], [128, 32]], flops, 1.0, 1.0) == pytest.approx(flops / 1e9)
+    assert op_roofline_seconds("aten::mm", [[64, 128], [128, 32]], flops, 1e6, 1.0) == pytest.approx(
+        4 * (64 * 128 + 128 * 32 + 64 * 32) / 1e9)
+    # a mul reads two inputs and writes one of their size; a view moves nothing
+    assert op_roofline_seconds("aten::mul", [[10, 10], [10, 10]], 0, 1.0, 1.0) == pytest.approx(4 * 300 / 1e9)
+    assert op_roofline_seconds("aten::view", [[10, 10], [2]], 0, 1.0, 1.0) == 0.0

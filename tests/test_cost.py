@@ -68,15 +68,14 @@ def test_eta_adds_up_per_width_and_skips_stored_runs(tmp_path):
 def test_calibration_is_measured_once_and_cached_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("WDSCALE_CACHE", str(tmp_path))
     assert cost.cached_calibration("synthetic", threads=1) is None
-    t0 = time.perf_counter()
     cal = cost.calibrate("synthetic", threads=1)
     assert cal["a_s"] >= 0 and cal["b_s_per_flop"] > 0 and cal["c_s_per_svd_unit"] > 0
     assert [p["width"] for p in cal["points"]] == [w for w, _, _ in cost.CALIBRATION["synthetic"]]
     files = list(tmp_path.glob("cost-synthetic-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["key"]["threads"] == 1
-    t0 = time.perf_counter()
-    assert cost.calibrate("synthetic", threads=1) == cal  # read back, not measured again
-    assert time.perf_counter() - t0 < 0.5
+    # read back, not measured again (its time is bench's `calibration_cache_read_s`, not asserted here)
+    monkeypatch.setattr(cost, "measure", lambda *a, **k: pytest.fail("measured again instead of read back"))
+    assert cost.calibrate("synthetic", threads=1) == cal
     assert cost.cached_calibration("synthetic", threads=2) is None  # another thread count is another machine
 
 

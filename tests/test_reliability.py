@@ -196,11 +196,10 @@ def test_deleting_an_unknown_id_is_an_error(S, capsys):
                                        (dict(lr=0.5, wd=3.0), "per-step decay 1.5"),
                                        (dict(rule="custom", b=1e308, width=128), "not usable")])
 def test_bounds_are_one_line_value_errors(kw, needle):
-    t0 = time.perf_counter()
+    """Refused before anything is allocated (how fast: bench's `bounds_refusal_s`, not asserted here)."""
     base = dict(model="synthetic", width=64, base_width=64, rule="wd", lr=1e-2, wd=0.1, steps=10)
     with pytest.raises(ValueError, match=needle):
         RunConfig(**(base | kw))
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_synthetic_memory_estimate_refuses_what_cannot_fit(monkeypatch):
@@ -219,10 +218,9 @@ def test_a_huge_corpus_is_refused_without_reading_it(tmp_path):
     big = tmp_path / "big.txt"
     with open(big, "wb") as f:  # sparse: 8 GB on paper, nothing on disk
         f.truncate(8 * 2**30)
-    t0 = time.perf_counter()
+    # refused from its size alone: the sparse file is never read (how fast: bench's `huge_corpus_refusal_s`)
     with pytest.raises(ValueError, match="above the limit"):
         read_text_file(str(big))
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_editing_a_corpus_changes_the_run_id(tmp_path):

@@ -20,6 +20,14 @@ what is measured is what a sweep or the app pays:
   rules incl. ``fitted`` x lr octaves x seeds) / that step's counted FLOPs (``cost.step_flops``) at the matmul
   peak; ``tf_study_flop_ratio_narrow`` the same at the narrowest width (the proxy's eta x lam grid);
 * ``tf_study_eta_s``  the 1-seed ``lm`` study's ETA from the one cost model (``cost.study_eta``, calibrated now).
+* ``demo_roofline_ratio``  demo wall time / its roofline time: per ensemble shape the demo trains, a few steps are
+  profiled (torch.profiler, shapes and FLOPs of every leaf op) and each op costs max(FLOPs / matmul peak, bytes
+  moved / memory bandwidth); ``mem_bandwidth_gbs`` is a large copy timed in the same run.  1 would be every op at
+  its own bound; what is left is Python, launch overhead and waiting for threads.
+* ``ui_rerun_s_while_training``  median Streamlit rerun (a widget click until the page shows its answer) while the
+  app's demo trains, in Debian's chromium (Playwright); null with ``ui_rerun_reason`` when there is no browser.
+* ``calibration_cache_read_s``, ``bounds_refusal_s``, ``huge_corpus_refusal_s``  what tests used to time (cost's
+  cached calibration read back, a bad RunConfig refused, an 8 GB corpus refused unread); targets in TARGETS.
 
 The ensemble speedups are still measured but no longer targets: one member of the synthetic core v2 is already
 one GEMM per layer, so batching members has little left to win.
@@ -43,6 +51,12 @@ TARGETS = {  # key -> (comparison, threshold, label)
     "demo_min_steps_over_tau": (">=", 3.0, "demo: shortest run in tau = 1/(eta lam)"),
     "tf_study_flop_ratio": ("<=", 2.0, "lm study: widest step / its FLOPs at peak"),
     "tf_study_eta_s": ("<=", 1200.0, "lm study (1 seed): ETA (s)"),
+    "demo_roofline_ratio": ("<=", 1.5, "demo wall time / its roofline time"),
+    "ui_rerun_s_while_training": ("<=", 0.5, "UI rerun while the demo trains (s)"),
+    # moved here from tests (issue 24): a test asserts what happens, the bench how fast
+    "calibration_cache_read_s": ("<=", 0.5, "cached cost calibration read back (s)"),
+    "bounds_refusal_s": ("<=", 1.0, "an out-of-bounds RunConfig refused (s)"),
+    "huge_corpus_refusal_s": ("<=", 1.0, "an 8 GB corpus refused unread (s)"),
 }
 # The lm probe's proxy optimum (issue 19).  The fitted rule's b is set off the named rules' 0, 0.5 and 1: a b equal
 # to one of them makes its members twins of that rule's (trained once), which would time a cheaper study than a
@@ -57,6 +71,7 @@ def configure(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (about a minute on a CPU)")
+    p.add_argument("--no-ui", action="store_true", help="skip the browser measurement (ui_rerun_s_while_training)")
     p.add_argument("--test-tiny", action="store_true",
                    help="test-only: a handful of steps everywhere, numbers meaningless (checks the plumbing)")
 
@@ -85,6 +100,124 @@ def matmul_peak_gflops(dev: torch.device, n: int = 2048, reps: int = 5, dtype=to
         _sync(dev)
         best = min(best, (time.perf_counter() - t0) / inner)
     return 2 * n ** 3 / best / 1e9
+
+
+def memory_bandwidth_gbs(dev: torch.device, mb: int = 128, reps: int = 5) -> float:
+    """Best GB/s of a large copy (``mb`` MB read + ``mb`` MB written), the roofline's bandwidth."""
+    n = mb * 2 ** 20 // 4
+    src = torch.randn(n, device=dev)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n * 4 / best / 1e9
+
+
+# ops that move no data (views, metadata) or are bookkeeping: no roofline time
+_NO_BYTES = {"aten::view", "aten::reshape", "aten::_reshape_alias", "aten::transpose", "aten::t", "aten::expand",
+             "aten::as_strided", "aten::select", "aten::slice", "aten::unbind", "aten::detach", "aten::alias",
+             "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::split", "aten::narrow", "aten::empty",
+             "aten::empty_like", "aten::empty_strided", "aten::resize_", "aten::_unsafe_view", "aten::lift_fresh",
+             "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense", "aten::detach_",
+             "aten::set_", "aten::zeros", "aten::ones", "aten::full", "aten::fill_", "aten::scalar_tensor",
+             "aten::to", "aten::contiguous", "aten::_has_compatible_shallow_copy_type", "aten::split_with_sizes",
+             "aten::expand_as", "aten::view_as", "aten::resolve_conj", "aten::resolve_neg", "aten::conj"}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for k in shape:
+        n *= int(k)
+    return n
+
+
+def _shapes(x) -> list:
+    """Tensor shapes in a profiler input_shapes entry (a shape, a list of shapes for a TensorList, or [])."""
+    if not x:
+        return []
+    if all(isinstance(k, int) for k in x):
+        return [x]
+    return [y for sub in x for y in _shapes(sub)]
+
+
+def op_roofline_seconds(name: str, input_shapes, flops: float, peak_gflops: float, bw_gbs: float) -> float:
+    """max(FLOPs / peak, bytes / bandwidth) of one fp32 op: bytes = every tensor input read once plus its
+    output written once (a matmul's M x N; a list op's first list, e.g. fused AdamW's p, m, v; else its largest
+    input)."""
+    if name in _NO_BYTES:
+        return 0.0
+    ins = [_shapes(x) for x in input_shapes or []]
+    read = sum(_numel(sh) for group in ins for sh in group)
+    if name in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm") and len(ins) >= 2 and ins[-1] and ins[-2]:
+        a, b = ins[-2][0], ins[-1][0]
+        write = _numel(a[:-1]) * int(b[-1])
+    elif name.startswith("aten::_fused_adam") or name.startswith("aten::_foreach"):
+        write = sum(_numel(sh) for group in ins[:1] for sh in group) * (3 if "adam" in name else 1)
+    else:
+        write = max((_numel(sh) for group in ins for sh in group), default=0)
+    return max(flops / (peak_gflops * 1e9), 4.0 * (read + write) / (bw_gbs * 1e9))
+
+
+def _under_matmul(e) -> bool:
+    """True for an op inside a counted matmul (its bytes are the matmul's)."""
+    p = e.cpu_parent
+    while p is not None:
+        if (p.flops or 0) > 0:
+            return True
+        p = p.cpu_parent
+    return False
+
+
+def _under_adamw(e) -> bool:
+    p = e.cpu_parent
+    while p is not None:
+        if p.name.startswith("aten::_fused_adam"):
+            return True
+        p = p.cpu_parent
+    return False
+
+
+def step_roofline(configs, dev: torch.device, peak_gflops: float, bw_gbs: float, active: int = 3) -> dict:
+    """The roofline time of one training step of ``configs`` as one ensemble: a few steps through the trainer under
+    torch.profiler (shapes and FLOPs recorded), every leaf op costed by ``op_roofline_seconds``, per step."""
+    import dataclasses
+
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from .train import TrainOptions, train_ensemble
+
+    wait, warm = 1, 1
+    steps = wait + warm + active + 2
+    configs = [dataclasses.replace(c, steps=steps) for c in configs]
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True,
+                 schedule=schedule(wait=wait, warmup=warm, active=active, repeat=1)) as prof:
+        train_ensemble(configs, TrainOptions(device=str(dev), spectra_every=10 ** 9, n_evals=1,
+                                             callbacks=[lambda *a: prof.step()]))
+    def flop_below(e) -> bool:
+        return any((c.flops or 0) > 0 or flop_below(c) for c in e.cpu_children)
+
+    total, by_op = 0.0, {}
+    for e in prof.events():
+        # leaf ops, and the matmuls themselves (aten::bmm has children such as resolve_conj; its FLOPs are its own)
+        counted = not e.cpu_children or ((e.flops or 0) > 0 and not flop_below(e))
+        if not counted or not e.name.startswith("aten::") or _under_matmul(e) or _under_adamw(e):
+            continue
+        t = op_roofline_seconds(e.name, e.input_shapes, float(e.flops or 0), peak_gflops, bw_gbs)
+        total += t
+        by_op[e.name] = by_op.get(e.name, 0.0) + t
+    by_op = {k: v / active for k, v in by_op.items()}
+    # the profiler records no shapes of TensorList arguments: fused AdamW reads p, g, m, v and writes p, m, v once
+    from .train import build
+
+    model, _ = build(configs[0], len(configs), torch.device("cpu"))
+    by_op["aten::_fused_adamw_"] = 28.0 * sum(p.numel() for p in model.parameters()) / (bw_gbs * 1e9)
+    return {"seconds": sum(by_op.values()),
+            "by_op": {k: v for k, v in sorted(by_op.items(), key=lambda kv: -kv[1]) if v > 0}}
 
 
 class StepClock:
@@ -209,8 +342,19 @@ def demo_bench(dev: torch.device, tiny: bool = False) -> dict:
 
     n_snap = st // max(MIN_SPECTRA_GAP, st // SPECTRA_SNAPSHOTS) + 2
     share = 100 * n_snap * snapshot_seconds(model) / (st * clock.median_step())
+    # roofline: each ensemble shape the demo trained, profiled for a few steps; bandwidth measured now
+    bw = memory_bandwidth_gbs(dev, mb=16 if tiny else 128)
+    roof, shapes = 0.0, {}
+    for w, n, steps_ in trained:
+        if (w, n) not in shapes:
+            members = [dataclasses.replace(proto, width=w, lr=proto.lr * (1 + 0.01 * i), seed=i) for i in range(n)]
+            shapes[(w, n)] = step_roofline(members, dev, peak, bw)
+        roof += shapes[(w, n)]["seconds"] * steps_
+    widest = shapes[(w_max, n_max)]["by_op"]
     torch.set_num_threads(threads)
     return {"demo_seconds": wall, "demo_flops": flops, "demo_peak_gflops": peak,
+            "demo_roofline_s": roof, "demo_roofline_ratio": wall / roof, "mem_bandwidth_gbs": bw,
+            "demo_roofline_widest_ms": {k: 1e3 * v for k, v in list(widest.items())[:8]},
             "demo_flop_ratio": wall / (flops / (peak * 1e9)), "demo_min_steps_over_tau": summary["min_steps_over_tau"],
             "demo_source": "wdscale.demo.DEMO", "demo_runs": len(summary["runs"]) + summary["n_proxy_runs"],
             "demo_members_trained": sum(n for _, n, _ in trained), "demo_threads": demo_threads,
@@ -283,7 +427,113 @@ def tf_study_bench(dev: torch.device, peak: float, steps: int, reps: int, tiny: 
     return out
 
 
-def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress=None) -> dict:
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ui_rerun_while_training(n_flips: int = 6, demo_steps: int = 400, env: dict | None = None) -> dict:
+    """Median seconds from a widget click to the page's answer while the app's demo trains, in a real browser.
+
+    ``streamlit run app.py`` on a fresh data dir (docs/screenshots.py's server and browser), Home's demo button
+    clicked, then the Train page's Model radio flipped ``n_flips`` times; each flip is timed until the page shows
+    (or stops showing) the Transformer's corpus choice.  ``env`` is the server's extra environment (e.g.
+    ``WDSCALE_TORCH_THREADS``).  {"ui_rerun_s_while_training": None, "ui_rerun_reason": why} when there is no
+    browser, no Playwright or no app checkout."""
+    import importlib.util
+    import os
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    why = (f"{CHROMIUM} not installed" if not os.path.exists(CHROMIUM) else
+           "playwright not installed" if importlib.util.find_spec("playwright") is None else
+           "no app checkout (app.py, docs/screenshots.py)" if not (root / "docs" / "screenshots.py").exists() else None)
+    if why:
+        return {"ui_rerun_s_while_training": None, "ui_rerun_reason": why}
+    spec = importlib.util.spec_from_file_location("wdscale_screenshots", root / "docs" / "screenshots.py")
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    from playwright.sync_api import expect, sync_playwright
+
+    times, still = [], None
+    with tempfile.TemporaryDirectory() as tmp, \
+            shots.streamlit_server(Path(tmp) / "runs", {"WDSCALE_DEMO_STEPS": str(demo_steps), **(env or {})}) as url, \
+            sync_playwright() as p:
+        browser = shots.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "/")
+        button = page.get_by_role("button", name="Run the demo")
+        expect(button).to_be_visible(timeout=60_000)
+        button.click()
+        expect(page.get_by_text("training width").first).to_be_visible(timeout=60_000)
+        page.goto(url + "/train")
+        expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
+        corpus = page.get_by_text("Corpus", exact=True)
+        for k in range(n_flips):
+            choice, shown = (("transformer", True), ("synthetic", False))[k % 2]
+            t0 = time.perf_counter()
+            page.get_by_text(choice, exact=True).first.click()
+            (expect(corpus).to_be_visible if shown else expect(corpus).to_be_hidden)(timeout=30_000)
+            times.append(time.perf_counter() - t0)
+        from .demo import DEMO
+        from .store import RunStore
+
+        idx = Path(tmp) / "runs" / "index.sqlite"
+        still = not idx.exists() or not any(r["width"] == max(DEMO["widths"]) for r in RunStore(Path(tmp) / "runs").records())
+        browser.close()
+    return {"ui_rerun_s_while_training": statistics.median(times), "ui_rerun_times_s": times,
+            "ui_rerun_demo_still_training": still, "ui_rerun_env": env or {}}
+
+
+def micro_timings() -> dict:
+    """What tests used to time: the cost model's cached calibration read back, a bad RunConfig refused, an 8 GB
+    (sparse) corpus refused without reading it.  Best of 3 each."""
+    import os
+    import tempfile
+
+    from . import cost
+    from .config import RunConfig
+    from .data import read_text_file
+
+    def best(f, reps=3):
+        out = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            out = min(out, time.perf_counter() - t0)
+        return out
+
+    def refuse(f):
+        try:
+            f()
+        except ValueError:
+            return
+        raise AssertionError("not refused")
+
+    old = os.environ.get("WDSCALE_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["WDSCALE_CACHE"] = tmp
+        try:
+            cal = {"key": cost.machine_key("synthetic", "cpu", 1), "a_s": 1e-3, "b_s_per_flop": 1e-11,
+                   "c_s_per_svd_unit": 1e-9, "points": []}
+            cost.save_calibration(cal)
+            read = best(lambda: cost.calibrate("synthetic", threads=1))
+        finally:
+            if old is None:
+                os.environ.pop("WDSCALE_CACHE", None)
+            else:
+                os.environ["WDSCALE_CACHE"] = old
+        big = os.path.join(tmp, "big.txt")
+        with open(big, "wb") as f:
+            f.truncate(8 * 2 ** 30)
+        corpus = best(lambda: refuse(lambda: read_text_file(big)))
+    base = dict(model="synthetic", width=64, base_width=64, rule="wd", lr=1e-2, wd=0.1, steps=10)
+    bounds = max(best(lambda kw=kw: refuse(lambda: RunConfig(**(base | kw))))
+                 for kw in (dict(steps=10_000_000_000), dict(width=100_000), dict(lr=0.5, wd=3.0),
+                            dict(rule="custom", b=1e308, width=128)))
+    return {"calibration_cache_read_s": read, "bounds_refusal_s": bounds, "huge_corpus_refusal_s": corpus}
+
+
+def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress=None, ui: bool = True) -> dict:
     """Run every measurement; return the flat result dict (what ``--json`` prints)."""
     from .config import pick_device
 
@@ -344,6 +594,15 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
 
     say("demo sweep")
     out.update(demo_bench(dev, tiny))
+    out.update(micro_timings())
+    if ui and not tiny:
+        say("UI reruns while the demo trains (browser)")
+        try:
+            out.update(ui_rerun_while_training())
+        except Exception as e:  # a browser that fails to start is a missing measurement, not a failed bench
+            out.update(ui_rerun_s_while_training=None, ui_rerun_reason=f"{type(e).__name__}: {e}"[:300])
+    else:
+        out.update(ui_rerun_s_while_training=None, ui_rerun_reason="not measured (--test-tiny or --no-ui)")
     out["load_avg_end"] = _load()  # other processes on the machine slow every number down: say how busy it was
     out["targets"] = {k: {"target": f"{op} {thr:g}", "label": label, "value": out.get(k),
                           "pass": _passes(out.get(k), op, thr)} for k, (op, thr, label) in TARGETS.items()}
@@ -390,6 +649,15 @@ def format_report(r: dict) -> str:
                  f"{r['demo_peak_gflops']:.0f} GFLOP/s matmul peak; "
                  f"shortest run {r['demo_min_steps_over_tau']:.1f} tau; "
                  f"spectra {r['spectra_overhead_pct']:.1f}% of step time")
+    if r.get("demo_roofline_ratio") is not None:
+        lines.append(f"  demo roofline: {r['demo_roofline_s']:.1f} s at {r['demo_peak_gflops']:.0f} GFLOP/s and "
+                     f"{r['mem_bandwidth_gbs']:.1f} GB/s (a copy, measured now) = {r['demo_roofline_ratio']:.2f}x "
+                     f"below the wall time")
+    if r.get("ui_rerun_s_while_training") is not None:
+        lines.append(f"  UI rerun while the demo trains: median {r['ui_rerun_s_while_training']:.2f} s "
+                     f"({', '.join(f'{t:.2f}' for t in r['ui_rerun_times_s'])})")
+    elif "ui_rerun_reason" in r:
+        lines.append(f"  UI rerun while the demo trains: not measured ({r['ui_rerun_reason']})")
     if "tf_study_flop_ratio" in r:
         lines.append(f"  lm study ensembles ({r['tf_study_steps']} steps, {r['tf_study_runs']} runs): "
                      f"d={r['tf_study_width']} x {r['tf_study_members']} members {r['tf_study_step_ms']:.0f} ms/step "
@@ -402,7 +670,7 @@ def format_report(r: dict) -> str:
     lines += ["", f"  {'target':40} {'wanted':>8} {'measured':>10}  result"]
     for k, t in r["targets"].items():
         v = t["value"]
-        vs = "-" if v is None else (f"{v:.1%}" if k.startswith("mfu") else f"{v:.2f}")
+        vs = "-" if v is None else (f"{v:.1%}" if k.startswith("mfu") else f"{v:.3g}" if v < 0.1 else f"{v:.2f}")
         want = t["target"]
         if k.startswith("mfu"):
             want = f"{want.split()[0]} {float(want.split()[1]):.0%}"
@@ -417,6 +685,7 @@ def run(args) -> int:
     if args.device not in ("cpu", "cuda", "auto") and not args.device.startswith("cuda:"):
         raise ValueError(f"unknown device {args.device!r}; use cpu or cuda")
     progress = None if args.json else (lambda s: print(f"  measuring {s} ...", file=sys.stderr, flush=True))
-    r = bench(args.device, quick=args.quick, tiny=args.test_tiny, progress=progress)
+    r = bench(args.device, quick=args.quick, tiny=args.test_tiny, progress=progress,
+              ui=not getattr(args, "no_ui", False))
     print(json.dumps(r) if args.json else format_report(r))
     return 0

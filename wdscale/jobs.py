@@ -262,15 +262,36 @@ class Job:
 
 
 def default_threads() -> int:
-    """Torch threads for app training: ``$WDSCALE_TORCH_THREADS``, else every core.
+    """Torch threads for app training: ``$WDSCALE_TORCH_THREADS``, else one fewer than the cores (at least 1).
 
-    Every core: the server's reruns are short Python bursts that the OS schedules between training's compute,
-    and tests/test_browser.py times a page rerun during a demo (it must answer within a second).  An earlier
-    version left one core idle, which cost the demo half the machine."""
+    One core stays for the server: a page rerun is a Python burst that must not queue behind training.  And on a
+    shared machine a thread count equal to the cores is the slow choice: when another process takes a core,
+    OpenMP's spinning barrier makes every parallel op wait for the descheduled thread (measured on this 2-core
+    machine at load 5: a demo ensemble's step 3-6x slower at 2 threads than at 1; docs/bench.md, issue 24)."""
     env = os.environ.get("WDSCALE_TORCH_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def demo_eta(store=None, steps: int | None = None, device: str = "cpu", threads: int | None = None,
+             cals: dict | None = None) -> dict:
+    """ETA of the Home page's demo as ``run_demo`` trains it (proxy grid, transfer at the two smallest widths,
+    then the fitted rule with the widest width), for what ``store`` lacks: ``cost.phases_eta`` over
+    ``demo.preset_state``; threads default to the app's (``default_threads``).  Its dict is what
+    ``JobManager.submit_study(DEMO, steps, expected_seconds=eta["seconds"], width_cost=...)`` and the Train page's
+    progress bar read."""
+    from . import cost
+    from .demo import DEMO, preset_state
+
+    state = preset_state(DEMO, store, steps) if store is not None else None
+    if state is None:
+        from .demo import assumed_optimum, preset_phases
+
+        phases = preset_phases(DEMO, *assumed_optimum(DEMO), steps=steps)
+    else:
+        phases = state["phases"]
+    return cost.phases_eta(phases, store, device, threads or default_threads(), cals=cals)
 
 
 def _study_runner(spec: dict, steps: int | None):
