@@ -294,6 +294,19 @@ def demo_eta(store=None, steps: int | None = None, device: str = "cpu", threads:
     return cost.phases_eta(phases, store, device, threads or default_threads(), cals=cals)
 
 
+def _lower_priority() -> None:
+    """Raise this job thread's nice value by ``$WDSCALE_TRAIN_NICE`` (default 10; 0 keeps it): on Linux nice
+    applies to the calling thread, and the OpenMP workers it starts inherit it, so the server's reruns win the
+    cores.  Measured in chromium while the demo trained (load ~4, 2 cores; median rerun of 6 clicks): 2 threads
+    0.93 / 0.92 s, 1 thread 0.67 / 0.87 s, 2 threads + nice 10 0.60 / 0.64 s, 1 thread + nice 10 0.41 s."""
+    n = int(os.environ.get("WDSCALE_TRAIN_NICE", "10") or 0)
+    if n > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(n)
+        except OSError:
+            pass
+
+
 def _study_runner(spec: dict, steps: int | None):
     def run(store, opts, job: Job) -> dict:
         from .demo import run_demo
@@ -380,6 +393,7 @@ class JobManager:
                     import torch
 
                     torch.set_num_threads(self.threads)
+                _lower_priority()
                 kw = dict(executor="ray", address=self.ray_address) if self.ray_address else {}
                 if job.runner is not None:
                     result = job.runner(store, opts, job)
