@@ -37,6 +37,10 @@ def test_bench_json_has_every_key_with_sane_types(capsys):
               "ui_rerun_s_while_training"):
         assert k in r["targets"], k
     assert r["ui_rerun_s_while_training"] is None and r["ui_rerun_reason"]  # tiny mode opens no browser
+    # issue 27: the model-file trainer against the plain loop, and what batching the members buys
+    assert r["own_model"] == "nanogpt" and r["own_overhead_ratio"] == pytest.approx(r["own_sweep_s"] / r["own_plain_loop_s"])
+    assert r["own_batched_speedup"] is None or r["own_batched_speedup"] > 0
+    assert "own_overhead_ratio" in r["targets"] and "own_batched_speedup" not in r["targets"]  # reported, no target
 
 
 def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -57,6 +58,8 @@ TARGETS = {  # key -> (comparison, threshold, label)
     "calibration_cache_read_s": ("<=", 0.5, "cached cost calibration read back (s)"),
     "bounds_refusal_s": ("<=", 1.0, "an out-of-bounds RunConfig refused (s)"),
     "huge_corpus_refusal_s": ("<=", 1.0, "an 8 GB corpus refused unread (s)"),
+    # model files (issue 27): wdscale's trainer against the hand-written loop on the same members, spectra on
+    "own_overhead_ratio": ("<=", 1.10, "model-file sweep / plain torch loop"),
 }
 # The lm probe's proxy optimum (issue 19).  The fitted rule's b is set off the named rules' 0, 0.5 and 1: a b equal
 # to one of them makes its members twins of that rule's (trained once), which would time a cheaper study than a
@@ -595,6 +598,9 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
     say("demo sweep")
     out.update(demo_bench(dev, tiny))
     out.update(micro_timings())
+    if OWN_EXAMPLE.is_file():  # a source checkout: the model-file trainer against the plain loop
+        say("model file (examples/nanogpt.py) against the plain loop")
+        out.update(own_bench(str(OWN_EXAMPLE), steps=20 if tiny else 300, n_members=2 if tiny else 4))
     if ui and not tiny:
         say("UI reruns while the demo trains (browser)")
         try:
@@ -607,6 +613,39 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
     out["targets"] = {k: {"target": f"{op} {thr:g}", "label": label, "value": out.get(k),
                           "pass": _passes(out.get(k), op, thr)} for k, (op, thr, label) in TARGETS.items()}
     return out
+
+
+def own_bench(path: str, width: int = 64, base_width: int = 32, n_members: int = 4, steps: int = 200,
+                     store_root: str | None = None) -> dict:
+    """``own_overhead_ratio``: a model-file sweep (run_sweep into a fresh store, spectra and evals on, the path
+    forced to ``loop``) over the plain loop on the same members; ``own_batched_speedup``: seconds per step looped
+    over batched (``measure_paths``).  Batching is adopted where the speedup is >= BATCHED_MIN_SPEEDUP."""
+    import tempfile
+
+    from .config import RunConfig
+    from .store import RunStore
+    from .sweep import run_sweep
+    from .train import TrainOptions
+
+    from .own import load, measure_paths, plain_loop_seconds
+
+    mf = load(path)
+    lrs = [2e-3 * 2 ** (k / 2) for k in range(n_members)]
+    configs = [RunConfig(model=mf.name, model_file=str(path), width=width, base_width=base_width, rule="mup",
+                         lr=lr, wd=0.1, steps=steps, seed=0) for lr in lrs]
+    plain = plain_loop_seconds(mf, configs)
+    with tempfile.TemporaryDirectory(dir=store_root) as tmp:
+        t0 = time.perf_counter()
+        run_sweep(configs, RunStore(Path(tmp) / "runs"), TrainOptions(members="loop"))
+        sweep = time.perf_counter() - t0
+    t = measure_paths(mf, configs, {}, torch.device("cpu"), steps=5)
+    speed = (t["loop"] / t["batched"]) if t["batched"] else None
+    return {"own_overhead_ratio": sweep / plain, "own_sweep_s": sweep, "own_plain_loop_s": plain,
+            "own_batched_speedup": speed, "own_batched_error": t["batched_error"], "own_model": mf.name,
+            "own_width": width, "own_members": n_members, "own_steps": steps}
+
+
+OWN_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nanogpt.py"
 
 
 def _load():
@@ -653,6 +692,13 @@ def format_report(r: dict) -> str:
         lines.append(f"  demo roofline: {r['demo_roofline_s']:.1f} s at {r['demo_peak_gflops']:.0f} GFLOP/s and "
                      f"{r['mem_bandwidth_gbs']:.1f} GB/s (a copy, measured now) = {r['demo_roofline_ratio']:.2f}x "
                      f"below the wall time")
+    if r.get("own_overhead_ratio") is not None:
+        sp = r.get("own_batched_speedup")
+        lines.append(f"  model file ({r['own_model']}, d={r['own_width']}, {r['own_members']} members x {r['own_steps']} "
+                     f"steps): sweep {r['own_sweep_s']:.1f} s vs plain loop {r['own_plain_loop_s']:.1f} s = "
+                     f"{r['own_overhead_ratio']:.2f}x; batched vs one at a time "
+                     + (f"x{sp:.2f}" if sp else f"not possible ({r.get('own_batched_error')})")
+                     + " (adopted at >= x1.2)")
     if r.get("ui_rerun_s_while_training") is not None:
         lines.append(f"  UI rerun while the demo trains: median {r['ui_rerun_s_while_training']:.2f} s "
                      f"({', '.join(f'{t:.2f}' for t in r['ui_rerun_times_s'])})")
