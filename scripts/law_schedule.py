@@ -31,7 +31,7 @@ def study(path: str):
     store = RunStore(path)
     recs = [r for r in store.records(check=False) if r.get("status", "done") == "done"]
     if not recs:
-        raise SystemExit(f"{path}: no finished runs")
+        return None, None
     cache: dict = {}
 
     def spectra(rid):
@@ -41,8 +41,11 @@ def study(path: str):
     return recs, spectra
 
 
-def points_over_time(recs, spectra, min_S: float | None) -> dict:
-    """{step: {"lr": lr factor, "n_all": runs, "classes": {class: [law points of the runs past S(t) >= min_S]}}}."""
+def points_over_time(recs, spectra, min_S: float | None, fixed_at: int | None = None) -> dict:
+    """{step: {"lr": lr factor, "n_all": runs, "classes": {class: [law points of the runs past S(t) >= min_S]}}}.
+
+    ``fixed_at``: from that snapshot on keep the runs past the gate there, and only them (one run set through the
+    rest of the schedule: a change of a, b is then the schedule's, not a run set growing); earlier steps dropped."""
     runs = law.unique_runs(recs)
     scope = law.choose_scope(recs, min_S or 0.0)
     classes = sorted(set(law.class_matrices(runs[0])) - {"pooled"}) + ["pooled"]
@@ -52,6 +55,13 @@ def points_over_time(recs, spectra, min_S: float | None) -> dict:
         lr = float(_factor(r0.get("schedule", "constant"), r0.get("warmup") or 0.0, r0["steps"], 1.0, step - 1))
         out[step] = {"lr": lr, "n_all": len(runs),
                      "classes": {k: law.law_points(recs, spectra, k, scope, min_S, step=step) for k in classes}}
+    if fixed_at is not None:
+        if fixed_at not in out:
+            raise SystemExit(f"--fixed-at {fixed_at}: not a snapshot step ({', '.join(map(str, out))})")
+        keep = {p["run_id"] for p in out[fixed_at]["classes"]["pooled"]}
+        out = {s: {**r, "classes": {k: [p for p in law.law_points(recs, spectra, k, scope, None, step=s)
+                                         if p["run_id"] in keep] for k in r["classes"]}}
+               for s, r in out.items() if s >= fixed_at}
     return out
 
 
@@ -130,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-S", type=float, default=law.MIN_S, help="steady-state gate on S(t) (0: every run)")
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--classes", default="top", help="quantities shown per class too (of top,fro,bulk)")
+    ap.add_argument("--fixed-at", type=int, default=None,
+                    help="one run set: the runs past the S gate at this snapshot, followed through the later ones")
     ap.add_argument("--matched", action="store_true",
                     help="fit each step on the (eta, lam) pairs past the S gate in both stores only")
     args = ap.parse_args(argv)
@@ -141,7 +153,10 @@ def main(argv=None) -> int:
             print(f"*{n}: {p} missing: not in the table*\n")
             continue
         recs, sp = study(p)
-        res[n] = points_over_time(recs, sp, args.min_S or None)
+        if not recs:
+            print(f"*{n}: {p} has no finished runs yet: not in the table*\n")
+            continue
+        res[n] = points_over_time(recs, sp, args.min_S or None, args.fixed_at)
         r0 = recs[0]
         meta[n] = (f"{n}: {p}, {len(law.unique_runs(recs))} runs ({len({r['matrix_lr'] for r in recs})} η × "
                    f"{len({r['matrix_wd'] for r in recs})} λ, d = {', '.join(map(str, sorted({r['width'] for r in recs})))}), schedule {r0.get('schedule')}, "
@@ -154,6 +169,7 @@ def main(argv=None) -> int:
     res = {n: fit_all(res[n], args.n_boot) for n in names}
     print("\n".join(f"- {m}" for m in meta.values()))
     print(f"\nσ ∝ η^a·λ^−b fitted at each spectra snapshot over the runs with S(t) ≥ {args.min_S:g}"
+          + (f" at step {args.fixed_at} (the same runs at every later step)" if args.fixed_at else "")
           + (" in both stores (the same (η, λ) pairs in each column)" if args.matched else "") +
           f" (bootstrap 95% CIs, {args.n_boot} resamples); lr/η_peak: the schedule's factor at that step.\n")
     for q in law.QUANTITIES:
