@@ -7,9 +7,7 @@ import streamlit as st
 from pages import _ui
 from wdscale import analysis, demo, plots
 from wdscale.demo import DEMO
-from wdscale.jobs import demo_configs, demo_member_steps, demo_then
 from wdscale.rules import symbolic
-from wdscale.sweep import plan
 
 st.title("Why AdamW's weight decay must scale with width")
 st.caption("Fan et al. 2025, *Robust Layerwise Scaling Rules by Proper Weight Decay Tuning* (arXiv 2510.15262); "
@@ -127,28 +125,39 @@ if studies:
 st.divider()
 st.subheader("Demo: see it in one click")
 d = DEMO
-configs = demo_configs()
-steps = configs[0].steps
+steps = demo._steps(None)
 st.write(f"Synthetic core (a normalized residual MLP on a finite, noisy power-law task: docs/synthetic.md), "
          f"{steps} steps. **1.** The proxy's own optimum: η₀ × λ₀ grid at d₀ = {d['base_width']} "
          f"({len(d['proxy_lrs'])} × {len(d['proxy_wds'])}, {len(d['seeds'])} seeds). **2.** Transfer to widths "
          f"{', '.join(map(str, d['widths']))} under {', '.join(f'`{r}`' for r in d['rules'])} at that λ₀, "
-         f"{len(d['lr_octaves'])} learning rates around η₀. Every run ≥ 3 τ = 1/(η·λ).")
+         f"{len(d['lr_octaves'])} learning rates around η₀. **3.** The `fitted` rule, λ ∝ d^(e/b̂) from this "
+         "study's own cheapest runs. Every run ≥ 3 τ = 1/(η·λ). The same phases, through the same code, as "
+         "`wdscale demo`.")
 
 store = _ui.store()
-phase1, todo1 = plan(configs, store)
-phase2, todo2 = ([], None)
-if not todo1:
-    phase2_configs = demo_then()(phase1)
-    phase2, todo2 = plan(phase2_configs, store)
-n_todo = sum(len(c) for c in todo1) + (sum(len(c) for c in todo2) if todo2 is not None else 1)
-if st.button("Run the demo (about a minute)" if n_todo else "Demo results are in the store (rerun is instant)",
-             type="primary", disabled=n_todo == 0, key="demo_button"):
-    _ui.submit("demo_job", configs, label="demo", then=demo_then(),
-               expected_member_steps=demo_member_steps())
-_ui.job_panel("demo_job")
+state = demo.preset_state(DEMO, store, steps)  # what the store holds, read without training
+n_todo = 0 if state["complete"] else state["n_runs"] - state["stored"]
 
+
+threads = _ui.manager().threads
+cal = _ui._calibration("synthetic", "cpu", threads) if n_todo else None  # cached, else timed in the background
+eta = {}
+if cal is not None:
+    from wdscale.jobs import demo_eta
+
+    eta = demo_eta(store, steps, threads=threads, cals={"synthetic": cal})
+secs = eta.get("seconds") or 0
+when = ("ETA being measured" if cal is None else f"≈ {secs:.0f} s" if secs < 90 else f"≈ {secs / 60:.0f} min") + \
+    " on this machine"
+if st.button(f"Run the demo ({when}, {n_todo} runs)" if n_todo else
+             "Demo results are in the store (rerun is instant)", type="primary", disabled=n_todo == 0,
+             key="demo_button", help="the cost model's ETA (wdscale.cost), calibrated on this machine"):
+    _ui.submit_study("demo_job", DEMO, steps, "cpu", eta=eta)
+_ui.job_panel("demo_job")
 if n_todo == 0:
+    phases = state["phases"]
+    phase1 = [store.get(c.run_id) for c in phases[0]]
+    phase2 = [r for r in (store.get(c.run_id) for c in dict.fromkeys(c for ph in phases[1:] for c in ph)) if r]
     s = demo.summarize(phase1, phase2)
     (st.success if s["conclusive"] else st.warning)(s["sentence"])
     st.markdown(f"**What it shows.** {demo.plain_reading(s)} Every run reached ≥ {s['min_steps_over_tau']:.1f} τ; "
@@ -171,8 +180,8 @@ if n_todo == 0:
                   for r, v in s["rules"].items()], hide_index=True, width="stretch")
     st.caption("More: Spectra (collapse of the rescaled spectra), Transfer (curves per width, horizon check), "
                "Steady state (norms vs √(ηN/2λ)). Reproduce headless: `wdscale demo --json`.")
-elif phase1:
-    st.caption(f"{len(phase1) + len(phase2)} demo runs are already in the store.")
+elif state["stored"]:
+    st.caption(f"{state['stored']} of the demo's {state['n_runs']} runs are already in the store.")
 
 st.caption("**Reference studies** ship with wdscale (a larger synthetic study: 4 widths, 3 rules, 3 seeds): open one "
            "read-only under **Data** in the sidebar of Spectra, Transfer, Steady state, Diagnostics or Runs; "

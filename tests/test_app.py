@@ -36,22 +36,18 @@ def run_page(page: str | None):
     return at
 
 
-def demo_all_configs(store) -> list | None:
-    """Both phases of the demo once phase 1 is stored (phase 2 follows from its optimum), else None."""
-    from wdscale.jobs import demo_then
+def demo_state(store) -> dict:
+    """Where the demo's three phases (proxy grid, transfer, fitted) stand in the store: Home runs run_demo."""
+    from wdscale.demo import DEMO, _steps, preset_state
 
-    done1, todo1 = plan(demo_configs(), store)
-    if todo1:
-        return None
-    return demo_configs() + demo_then()(done1)
+    return preset_state(DEMO, store, _steps(None))
 
 
-def wait_for_demo(root, timeout=150.0):
+def wait_for_demo(root, timeout=300.0):
     store = RunStore(root)
     t0 = time.time()
     while time.time() - t0 < timeout:
-        cs = demo_all_configs(store)
-        if cs is not None and not plan(cs, store)[1]:
+        if demo_state(store)["complete"]:
             return
         time.sleep(0.2)
     raise AssertionError("demo did not finish")
@@ -76,7 +72,8 @@ def test_demo_trains_then_every_page_shows_it(data_dir, one_thread):
     assert len(charts) >= 2  # sigma_top vs width and loss vs lr
     assert at.button(key="demo_button").disabled  # results cached in the store: nothing to retrain
     n = len(RunStore(data_dir).records())
-    assert n == len({c.run_id for c in demo_all_configs(RunStore(data_dir))})
+    state = demo_state(RunStore(data_dir))
+    assert n == state["n_runs"] and any(c.rule == "fitted" for c in state["phases"][2])  # the fitted phase too
     for page in PAGES:
         at = run_page(page)
         if page == "pages/runs.py":  # table + bundle download (charts only for selected rows)
