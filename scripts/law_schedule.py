@@ -158,8 +158,9 @@ def main(argv=None) -> int:
             continue
         res[n] = points_over_time(recs, sp, args.min_S or None, args.fixed_at)
         r0 = recs[0]
+        widths = ", ".join(map(str, sorted({r["width"] for r in recs})))
         meta[n] = (f"{n}: {p}, {len(law.unique_runs(recs))} runs ({len({r['matrix_lr'] for r in recs})} η × "
-                   f"{len({r['matrix_wd'] for r in recs})} λ, d = {', '.join(map(str, sorted({r['width'] for r in recs})))}), schedule {r0.get('schedule')}, "
+                   f"{len({r['matrix_wd'] for r in recs})} λ, d = {widths}), schedule {r0.get('schedule')}, "
                    f"warmup {r0.get('warmup') or 0:g}, {r0['steps']} steps, model {r0.get('model')}")
     if not res:
         return 1
