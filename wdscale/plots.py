@@ -569,7 +569,7 @@ def regime_drifts_plot(studies: dict, threshold: float = 0.25,
 REGIME_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 
 
-def regime_alpha_plot(regimes: list[dict], title: str = "α per matrix class: σ_top ∝ √(η/λ)·d^α") -> go.Figure:
+def regime_alpha_plot(regimes: list[dict], title: str = "α per matrix class, read through the √(η/λ) law: σ_top ∝ √(η/λ)·d^α") -> go.Figure:
     """α (the width exponent of σ_top at fixed η/λ) per matrix class with its 95% CI, one colour per regime; the
     paper's α = 0.75 dotted.  The right axis reads the same number as the λ exponent 2α − 1 that holds σ_top flat
     under μP's η ∝ 1/d (0.5 = the paper's λ ∝ √d, 1 = ηλ fixed)."""

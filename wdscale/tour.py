@@ -335,7 +335,7 @@ def step4(data: dict) -> dict:
     fits = analysis.width_exponents(sel, n_boot=300)
     parts = [f"{f['rule']} d^{f['exponent']:+.2f} [{f['ci_low']:+.2f}, {f['ci_high']:+.2f}]" for f in fits
              if analysis._finite(f.get("ci_low"))]
-    return _step(4, "σ_top ≈ √(η/λ) · d^α;  μP (η ∝ 1/d, λ fixed) ⇒ σ_top ∝ d^(α−1/2)",
+    return _step(4, "σ_top ∝ η^a·λ^−b·d^γ (the paper: a = b = ½);  μP (η ∝ 1/d, λ fixed) ⇒ σ_top ∝ d^(γ−a)",
                  f"Each rule moves η and λ with width, so σ_top (the sublayer gain) grows, stays or shrinks. Measured "
                  f"at η₀ = {sel[0]['lr']:.3g} (95% CI): {'; '.join(parts) or 'fewer than two widths'}.",
                  "The slopes on log-log axes: a flat line is a width-invariant sublayer gain.",
