@@ -86,11 +86,18 @@ def test_gallery_list(refs, capsys):
 
 def test_gallery_reproduce_on_the_tiny_reference_reproduces_its_numbers_exactly(refs, tmp_path, capsys):
     out = tmp_path / "mine"
-    assert main(["gallery", "reproduce", "tiny", "--out", str(out), "--json"]) == 0
+    rc = main(["gallery", "reproduce", "tiny", "--out", str(out), "--json"])
     res = json.loads(capsys.readouterr().out)
     ref = gallery.open_reference("tiny")
-    assert res["ok"] and res["max_rel_diff"] == 0.0  # same machine, same threads: bit for bit
     assert len(res["runs"]) == ref.manifest["n_runs"] and not any(r["cached"] for r in res["runs"])
+    assert rc == (0 if res["ok"] else 1)  # the exit code says whether it reproduced
+    if not res["same_machine"]:
+        # another CPU (the reference: an AMD EPYC) rounds differently (measured on an Intel Xeon, 2026-12-06: width
+        # 32 bit for bit, width 64 within 0.9% after 60 steps); the tool reports that instead of claiming a match
+        assert res["max_rel_diff"] < 0.05
+        pytest.skip(f"bit-for-bit needs the reference's machine ({res['reference_machine'].get('cpu')}); here "
+                    f"{res['machine'].get('cpu')}: max rel diff {res['max_rel_diff']:.1e}")
+    assert res["ok"] and res["max_rel_diff"] == 0.0  # same machine, same threads: bit for bit
     mine = {gallery._key(r): r for r in RunStore(out).records()}
     for r in ref.records():
         assert mine[gallery._key(r)]["final_loss"] == r["final_loss"]
