@@ -200,3 +200,16 @@ def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
     assert "The paper's λ ∝ √d transfers best here (drift" in s
     s = plain_reading(_summary({"mup": 0.0, "wd": 0.3, "indep": 0.5}, [0.1, 0.2, 0.3], "mup"))
     assert "does not drift most" in s and "flattens" not in s
+
+
+def test_a_fitted_exponent_no_run_can_use_skips_the_phase_with_its_reason():
+    """A b measured on runs far from the steady state (a few-step demo) can ask for lr*wd >= 1 at the widest width:
+    the study reports it and goes on without that phase (Home once failed here)."""
+    from wdscale.demo import DEMO, fitted_configs, preset_phases
+
+    ok, why = fitted_configs(0.016, 3.0, 10, DEMO, "fitted", 0.5)
+    assert ok and why is None
+    none, why = fitted_configs(0.008, 10.0, 10, DEMO, "fitted", 5.0)
+    assert none == [] and "fitted not trained" in why and ">= 1" in why
+    last = preset_phases(DEMO, 0.008, 10.0, b=5.0, steps=10)[2]
+    assert last and not any(c.rule == "fitted" for c in last)  # the named rules' widest runs still train

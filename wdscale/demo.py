@@ -87,6 +87,17 @@ def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: d
                        [lam0], _steps(steps, d), d["seeds"], data_seed=0, **{**d.get("common", {}), **rule_kw})
 
 
+def fitted_configs(eta0: float, lam0: float, steps: int | None, spec: dict | None, rule: str,
+                   b: float) -> tuple[list[RunConfig], str | None]:
+    """The fitted rule's configs at exponent b, or ([], why) when b makes some width's run unusable (per-step decay
+    lr*wd >= 1: a b measured on runs far from the steady state, e.g. a few-step demo).  The study then reports the
+    measured exponent and goes on without that phase, instead of failing."""
+    try:
+        return transfer_configs(eta0, lam0, steps, spec, rules=[rule], a=1.0, b=b), None
+    except ValueError as e:
+        return [], f"{rule} not trained: lam ~ d^{b:.2f} is not usable here ({e})"
+
+
 def _on_ladder(lr: float) -> float:
     """The ladder's value when lr is one of its rungs (to rounding), else lr itself."""
     near = min(LADDER, key=lambda x: abs(math.log(x / lr)))
@@ -124,10 +135,12 @@ def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None
             fit_sqrt = fitted_b_sqrt(mine, eta0)
     rest = [w for w in d["widths"] if w not in small]
     todo = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
-    if fit is not None and fit["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles
-        todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=fit["b"]) + todo
-    if fit_sqrt is not None and fit_sqrt["b"] is not None:
-        todo = transfer_configs(eta0, lam0, steps, spec, rules=["fitted-sqrt"], a=1.0, b=fit_sqrt["b"]) + todo
+    for f, rule in ((fit, "fitted"), (fit_sqrt, "fitted-sqrt")):
+        if f is not None and f["b"] is not None:  # phase 3 rides along with phase 2's widest ensembles
+            cs, why = fitted_configs(eta0, lam0, steps, spec, rule, f["b"])
+            todo = cs + todo
+            if why:
+                f["skipped"] = why
     if todo and not (cancel is not None and cancel.is_set()):
         recs += sweep(todo, store, **kw)
     out = summarize(proxy, recs)
@@ -167,9 +180,9 @@ def preset_phases(spec: dict, eta0: float, lam0: float, b: float | None = ASSUME
     rest = [w for w in spec["widths"] if w not in small]
     last = transfer_configs(eta0, lam0, steps, spec, widths=rest) if rest else []
     if spec.get("fitted") and b is not None:
-        last = transfer_configs(eta0, lam0, steps, spec, rules=["fitted"], a=1.0, b=b) + last
+        last = fitted_configs(eta0, lam0, steps, spec, "fitted", b)[0] + last
     if spec.get("fitted") and spec.get("fitted_sqrt") and b_sqrt is not None:
-        last = transfer_configs(eta0, lam0, steps, spec, rules=["fitted-sqrt"], a=1.0, b=b_sqrt) + last
+        last = fitted_configs(eta0, lam0, steps, spec, "fitted-sqrt", b_sqrt)[0] + last
     return [proxy_configs(steps, spec), transfer_configs(eta0, lam0, steps, spec, widths=small), last]
 
 
@@ -376,6 +389,8 @@ def format_summary(s: dict) -> str:
                      f"S >= {f['min_S']:g}), width exponent under mup e = {f['e_mup']:+.2f} "
                      f"from widths {f['widths']} at eta0, so lam ~ d^(e/b_hat) = d^{f['b']:+.2f} "
                      f"(the sqrt(eta/lam) law's 2 alpha_hat - 1 would say d^{f['b_sqrt']:+.2f})")
+        if f.get("skipped"):
+            lines.append(f["skipped"])
     if s.get("fitted_sqrt"):
         f = s["fitted_sqrt"]
         lines.append(f"fitted-sqrt rule (sqrt(eta/lam) law assumed): alpha_hat = {f['alpha_hat']:.2f} from widths "
