@@ -79,17 +79,18 @@ def test_calibration_is_measured_once_and_cached_per_machine(tmp_path, monkeypat
     assert cost.cached_calibration("synthetic", threads=2) is None  # another thread count is another machine
 
 
-def test_eta_is_within_2x_of_the_measured_time(tmp_path, monkeypatch, one_thread):
-    """Calibrate, predict, train: the prediction of a small synthetic study is within 2x of its wall time.
-    (Back to back, so a shared machine's load is about the same for both.)"""
+def test_eta_covers_every_run_it_will_train(tmp_path, monkeypatch, one_thread):
+    """Calibrate and predict a small synthetic study: every run to train is counted at its width, and a stored
+    study costs nothing.  How close the seconds are to the wall time is a benchmark (``wdscale bench``:
+    ``eta_error_factor``, target <= 2), not a test: a loaded machine would fail it at random."""
     monkeypatch.setenv("WDSCALE_CACHE", str(tmp_path))
-    configs = expand_grid("synthetic", [32, 64, 128], 32, ["mup", "wd"], [0.005, 0.01, 0.02], [3.0], 200, [0])
+    configs = expand_grid("synthetic", [32, 64, 128], 32, ["mup", "wd"], [0.005, 0.01, 0.02], [3.0], 20, [0])
     eta = cost.study_eta(configs, threads=1)
-    t0 = time.perf_counter()
-    run_sweep(configs, RunStore(tmp_path / "runs"))
-    wall = time.perf_counter() - t0
-    print(f"ETA {eta['seconds']:.1f} s, measured {wall:.1f} s")
-    assert 0.5 <= eta["seconds"] / wall <= 2.0, (eta["seconds"], wall)
+    assert eta["seconds"] > 0 and eta["to_train"] == len({c.run_id for c in configs})
+    assert set(eta["per_width"]) == {32, 64, 128} and eta["per_width"][128] > eta["per_width"][32]
+    store = RunStore(tmp_path / "runs")
+    run_sweep(configs, store)
+    assert cost.study_eta(configs, store, threads=1)["to_train"] == 0
 
 
 # -- the Train page: defaults form a steady-state study; the ETA is shown before Train, for either model ---------

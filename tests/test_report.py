@@ -119,3 +119,19 @@ def test_report_json_carries_the_measured_law(capsys):
     # the Transformer after a cosine decay: b well above a, not the sqrt(eta/lam) law
     assert law["pooled"]["b"] - law["pooled"]["a"] > 0.2
     assert "not for" in law["sentence"] and law["snapshots"] == 1
+
+
+def test_report_json_carries_the_law_even_without_a_verdict(tmp_path, capsys):
+    """One lr per width gives no verdict, but a JSON reader still gets the law (and why there is no verdict);
+    with no run at S >= 3 the law says so (min_S 0, below_steady_state)."""
+    from wdscale import cli
+
+    out = tmp_path / "few"
+    assert cli.main(["sweep", "--widths", "32,64", "--base-width", "32", "--rules", "mup,wd", "--lrs", "0.01",
+                     "--wds", "0.1", "--steps", "10", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", str(out), "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["verdicts"] == [] and "too few runs" in r["no_verdict"]
+    assert r["law"]["pooled"]["min_S"] == 0 and r["law"]["below_steady_state"] is True
+    assert cli.main(["report", str(out)]) == 2  # the human report still refuses, in one line

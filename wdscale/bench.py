@@ -60,6 +60,8 @@ TARGETS = {  # key -> (comparison, threshold, label)
     "huge_corpus_refusal_s": ("<=", 1.0, "an 8 GB corpus refused unread (s)"),
     # model files (issue 27): wdscale's trainer against the hand-written loop on the same members, spectra on
     "own_overhead_ratio": ("<=", 1.10, "model-file sweep / plain torch loop"),
+    # moved from tests/test_cost.py: the cost model's ETA against the wall time of the same study, back to back
+    "eta_error_factor": ("<=", 2.0, "cost model ETA vs wall: max(ETA/wall, wall/ETA)"),
 }
 # The lm probe's proxy optimum (issue 19).  The fitted rule's b is set off the named rules' 0, 0.5 and 1: a b equal
 # to one of them makes its members twins of that rule's (trained once), which would time a cheaper study than a
@@ -598,6 +600,8 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
     say("demo sweep")
     out.update(demo_bench(dev, tiny))
     out.update(micro_timings())
+    say("cost model ETA against the wall time")
+    out.update(eta_accuracy(20 if tiny else 200))
     if OWN_EXAMPLE.is_file():  # a source checkout: the model-file trainer against the plain loop
         say("model file (examples/nanogpt.py) against the plain loop")
         out.update(own_bench(str(OWN_EXAMPLE), steps=20 if tiny else 300, n_members=2 if tiny else 4))
@@ -613,6 +617,29 @@ def bench(device: str = "cpu", quick: bool = False, tiny: bool = False, progress
     out["targets"] = {k: {"target": f"{op} {thr:g}", "label": label, "value": out.get(k),
                           "pass": _passes(out.get(k), op, thr)} for k, (op, thr, label) in TARGETS.items()}
     return out
+
+
+def eta_accuracy(steps: int = 200) -> dict:
+    """The cost model's ETA of a small synthetic study (1 thread) against its wall time, back to back (a shared
+    machine's load is then about the same for both): ``eta_error_factor`` = max(ETA/wall, wall/ETA)."""
+    import tempfile
+
+    from . import cost
+    from .store import RunStore
+    from .sweep import expand_grid, run_sweep
+
+    configs = expand_grid("synthetic", [32, 64, 128], 32, ["mup", "wd"], [0.005, 0.01, 0.02], [3.0], steps, [0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        eta = cost.study_eta(configs, threads=1)["seconds"]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            run_sweep(configs, RunStore(Path(tmp) / "runs"))
+            wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return {"eta_error_factor": max(eta / wall, wall / eta), "eta_s": eta, "eta_wall_s": wall}
 
 
 def own_bench(path: str, width: int = 64, base_width: int = 32, n_members: int = 4, steps: int = 200,

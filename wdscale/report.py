@@ -173,6 +173,9 @@ def store_law(dir_: str, records: list[dict]) -> dict | None:
         spectra = None
     try:
         law = measure_law(records, spectra)
+        if not (law.get("pooled") or {}).get("n"):  # nothing at S >= 3: fit every run, and say so (min_S 0)
+            law = measure_law(records, spectra, min_S=0.0)
+            law["below_steady_state"] = True
     except (KeyError, ValueError):
         return None
     law["snapshots"] = len(snapshot_steps(records, spectra)) if spectra is not None else 0
@@ -193,7 +196,15 @@ def run(args) -> int:
     if args.regret_threshold is not None and not math.isfinite(args.regret_threshold):
         raise ValueError(f"--regret-threshold must be a finite number, got {args.regret_threshold}")
     records = load_records(args.dir, args.model)
-    verdicts, horizons = build_report(records, args.param, args.threshold, args.regret_threshold)
+    try:
+        verdicts, horizons = build_report(records, args.param, args.threshold, args.regret_threshold)
+    except ValueError as e:
+        if args.format != "json" or "too few runs" not in str(e):
+            raise
+        # JSON readers still get what the store can say (the law), and why there is no verdict
+        print(json.dumps(_json_safe({"verdicts": [], "horizon": [], "comparison": [], "no_verdict": str(e),
+                                     "law": store_law(args.dir, records)})))
+        return 0
     if args.format == "json":
         print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons,
                                      "comparison": compare_rules(verdicts), "law": store_law(args.dir, records)})))
