@@ -59,7 +59,7 @@ def preset_settings(spec: dict, steps: int) -> list[dict]:
             ("steps", f"{steps}" + (f" (preset: {spec['steps']}; WDSCALE_DEMO_STEPS)" if steps != spec["steps"] else "")),
             ("seeds", _nums(spec["seeds"])),
             ("proxy grid", f"η₀ ∈ {{{_nums(spec['proxy_lrs'])}}} × λ₀ ∈ {{{_nums(spec['proxy_wds'])}}} at d₀"),
-            ("transfer", f"rules {', '.join(spec['rules'])}{' + fitted (λ ∝ d^b, b = 2α̂−1)' if spec.get('fitted') else ''}"
+            ("transfer", f"rules {', '.join(spec['rules'])}{' + fitted (λ ∝ d^b, b = e/b̂ from the measured law)' if spec.get('fitted') else ''}"
                          f" at λ₀, lr = η₀·2^k, k ∈ {{{_nums(spec['lr_octaves'])}}} octaves")]
     if ds:
         src = (f"the first {ds['train_bytes']:,} bytes of the training split" if ds["sliced"]
@@ -326,7 +326,7 @@ def model_file_study() -> None:
             ("steps", f"{n_steps}"), ("schedule", f"{spec['common'].get('schedule')}, warmup "
                                                     f"{spec['common'].get('warmup', 0):.0%} of the steps"),
             ("proxy grid", f"η₀ ∈ {{{_nums(spec['proxy_lrs'])}}} × λ₀ ∈ {{{_nums(spec['proxy_wds'])}}} at d₀"),
-            ("transfer", f"rules {', '.join(spec['rules'])} + fitted (λ ∝ d^b, b = 2α̂−1) at λ₀, lr = η₀·2^k, "
+            ("transfer", f"rules {', '.join(spec['rules'])} + fitted (λ ∝ d^b, b = e/b̂ from the measured law) at λ₀, lr = η₀·2^k, "
                          f"k ∈ {{{_nums(spec['lr_octaves'])}}} octaves"),
             ("init, overrides", f"{init}; {overrides.strip() or 'none'}")]], hide_index=True, width="stretch")
 
