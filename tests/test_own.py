@@ -18,7 +18,6 @@ from wdscale.store import RunStore
 from wdscale.sweep import run_sweep
 from wdscale.train import TrainOptions
 
-pytest.importorskip("transformers")
 
 EX = Path(__file__).resolve().parents[1] / "examples"
 STEPS = 20
