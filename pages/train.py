@@ -30,6 +30,15 @@ parse_list = parse_numbers  # the CLI's parser: one implementation
 DEFAULTS = dict(widths="32,64,128", base_width=32, rules=["mup", "wd"], eta0=0.01, lam0=3.0, n_lr=5, steps=1000)
 
 
+def study_button_label(state: dict) -> str:
+    """Train, Resume (what is stored) or Show the summary, from a study's ``preset_state``."""
+    if state["complete"]:
+        return "Show the summary (every run is in the store; nothing trains)"
+    if state["stored"] or state["partial"]:
+        return f"Resume ({state['stored']} of {state['n_runs']} runs stored)"
+    return "Train"
+
+
 def grid(center: float, n: int, factor: float) -> list[float]:
     k = np.arange(n) - (n - 1) / 2
     return [float(f"{center * factor ** i:.4g}") for i in k]
@@ -98,12 +107,7 @@ def preset_study(name: str) -> None:
              + ". Phases: the proxy's η₀ × λ₀ grid → its optimum → transfer at the two smallest widths → "
                "the fitted rule's b from them → the rest.")
     key = f"preset_job_{name}"
-    if state["complete"]:
-        label = "Show the summary (every run is in the store; nothing trains)"
-    elif state["stored"] or state["partial"]:
-        label = f"Resume ({state['stored']} of {state['n_runs']} runs stored)"
-    else:
-        label = "Train"
+    label = study_button_label(state)
     if st.button(label, type="primary", key="t_preset_go"):
         _ui.submit_study(key, spec, steps, device, eta)
     snap = _ui.job_panel(key)
@@ -376,12 +380,7 @@ def model_file_study() -> None:
     st.write(f"{state['stored']} of {state['n_runs']} runs are in the store"
              + (f"; {state['partial']} cancelled mid-ensemble" if state["partial"] else "") + ".")
     key = f"own_job_{spec['model']}"
-    if state["complete"]:
-        label = "Show the summary (every run is in the store; nothing trains)"
-    elif state["stored"] or state["partial"]:
-        label = f"Resume ({state['stored']} of {state['n_runs']} runs stored)"
-    else:
-        label = "Train"
+    label = study_button_label(state)
     if st.button(label, type="primary", key="t_mf_go"):
         _ui.submit_study(key, spec, n_steps, device, eta, members=members)
     snap = _ui.job_panel(key)
