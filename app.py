@@ -2,7 +2,7 @@
 
 Why AdamW's weight decay must scale with width for learning-rate transfer (Fan et al. 2025). The pages are
 listed explicitly (st.navigation turns off the automatic pages/ discovery); each page is thin and draws
-figures from wdscale.plots with data from the run store ($WDSCALE_DATA or ./runs).
+figures from wdscale.show.plots with data from the run store ($WDSCALE_DATA or ./runs).
 """
 import sys
 from pathlib import Path

@@ -41,7 +41,7 @@ rep = json.loads(r.stdout)
 print(f"wall {wall:.1f} s (both, incl. python start); per checkpoint load+measure: "
       + ", ".join(f"d={c['width']} {c['seconds']:.1f} s ({sum(1 for _ in c['matrices'])} matrices)" for c in rep["checkpoints"]))
 print("verdict:", rep["verdict"])
-from wdscale.checkpoint import load_state_dict
+from wdscale.science.inspect import load_state_dict
 worst = 0.0; tsvd = 0.0
 for c in rep["checkpoints"]:
     sd = load_state_dict(c["path"])

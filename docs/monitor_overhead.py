@@ -1,4 +1,4 @@
-"""Overhead of wdscale.monitor.SpectralMonitor(every=100) on a d=256 nanoGPT-style model.
+"""Overhead of wdscale.training.monitor.SpectralMonitor(every=100) on a d=256 nanoGPT-style model.
 
     OMP_NUM_THREADS=1 python docs/monitor_overhead.py --steps 300            # CPU, one thread
     python docs/monitor_overhead.py --device cuda --steps 2000               # GPU
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wdscale.monitor import SpectralMonitor
+from wdscale.training.monitor import SpectralMonitor
 
 
 class Block(nn.Module):

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT))
-    from wdscale.jobs import demo_configs
+    from wdscale.show.jobs import demo_configs
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ logit multiplier on the readout's use only (a forward hook on ``lm_head``), so t
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from wdscale.data import TextData
+from wdscale.models.data import TextData
 
 SEQ_LEN, BATCH, HEAD_DIM, DEPTH = 64, 8, 16, 2
 

@@ -7,7 +7,7 @@ Data: random windows of wdscale's built-in byte corpus (the Python stdlib), seq_
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from wdscale.data import TextData
+from wdscale.models.data import TextData
 
 SEQ_LEN, BATCH, HEAD_DIM, DEPTH = 64, 8, 16, 2
 

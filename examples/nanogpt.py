@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wdscale.data import TextData
+from wdscale.models.data import TextData
 
 SEQ_LEN, BATCH, HEAD_DIM, DEPTH, VOCAB = 64, 8, 16, 2, 256
 

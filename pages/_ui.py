@@ -7,11 +7,11 @@ import threading
 import plotly.io as pio
 import streamlit as st
 
-from wdscale import export
-from wdscale.errors import BadInput, DamagedRun, StoreError
-from wdscale.jobs import JobManager
-from wdscale.plots import loss_curves
-from wdscale.store import RunStore, default_root
+from wdscale.show import export
+from wdscale.core.errors import BadInput, DamagedRun, StoreError
+from wdscale.show.jobs import JobManager
+from wdscale.show.plots import loss_curves
+from wdscale.training.store import RunStore, default_root
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
 
@@ -68,13 +68,13 @@ def manager() -> JobManager:
 _page = threading.local()  # this script run's damaged-run notice (a run executes in one thread)
 
 
-# -- data source: the user's store, or a reference study (wdscale.gallery), read-only and never mixed --------
+# -- data source: the user's store, or a reference study (wdscale.science.gallery), read-only and never mixed --------
 MINE = "my runs"
 
 
 @st.cache_resource
 def _reference(root: str, name: str):
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     return gallery.open_reference(name, root)  # checks every file's sha256 once per server
 
@@ -91,7 +91,7 @@ def view_store() -> RunStore:
     name = reference()
     if name is None:
         return store()
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     try:
         return _reference(str(gallery.gallery_dir()), name)
@@ -110,7 +110,7 @@ def weights_shipped() -> bool:
 
 
 def _pick_source() -> None:
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     refs = gallery.names()
     if not refs:
@@ -300,7 +300,7 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
     """Start a job for this session (one at a time per key); False with an st.error on bad input.
 
     ``then`` (records -> configs) adds a second phase (the demo)."""
-    from wdscale.train import TrainOptions
+    from wdscale.training.train import TrainOptions
 
     old = manager().snapshot(st.session_state.get(job_key))
     if old is not None and old["status"] in ("queued", "running"):
@@ -317,10 +317,10 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
 
 def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta: dict | None = None,
                  members: str = "auto") -> bool:
-    """Start a preset study (wdscale.demo.run_demo) for this session as one background job; False with an
+    """Start a preset study (wdscale.science.study.run_demo) for this session as one background job; False with an
     st.error on bad input.  ``eta`` (cost.phases_eta's dict) drives its progress bar and live ETA; ``members`` is
     a model file's member path (TrainOptions.members)."""
-    from wdscale.train import TrainOptions
+    from wdscale.training.train import TrainOptions
 
     old = manager().snapshot(st.session_state.get(job_key))
     if old is not None and old["status"] in ("queued", "running"):
@@ -351,7 +351,7 @@ def fmt_table(res, steps: int) -> list[dict]:
     return rows
 
 
-# -- ETA before Train: wdscale.cost, calibrated on this machine once (in the background, never blocking) ----------
+# -- ETA before Train: wdscale.training.cost, calibrated on this machine once (in the background, never blocking) ----------
 @st.cache_resource
 def _calibrations() -> dict:
     from concurrent.futures import ThreadPoolExecutor
@@ -362,7 +362,7 @@ def _calibrations() -> dict:
 
 def _calibration(model: str, device: str, threads: int):
     """The cost constants of ``model`` here, or None while they are being measured (started on first ask)."""
-    from wdscale import cost
+    from wdscale.training import cost
 
     cal = cost.cached_calibration(model, device, threads)
     if cal is not None:
@@ -382,10 +382,10 @@ def _await_calibration(models: tuple, device: str, threads: int) -> None:
 
 
 def eta_notice(configs, store_, device: str = "cpu", phases=None, note: str = "") -> dict | None:
-    """One line before Train: the study's ETA on this machine (wdscale.cost.study_eta; ``cost.phases_eta`` for a
+    """One line before Train: the study's ETA on this machine (wdscale.training.cost.study_eta; ``cost.phases_eta`` for a
     study that trains phase after phase), or that it is being measured; returns the ETA's dict.  ``note`` ends
     the line."""
-    from wdscale import cost
+    from wdscale.training import cost
 
     threads = manager().threads
     if phases is not None:
@@ -404,7 +404,7 @@ def eta_notice(configs, store_, device: str = "cpu", phases=None, note: str = ""
         return eta
     per = ", ".join(f"d={w}: {cost.format_seconds(s)}" for w, s in sorted(eta["per_width"].items()))
     st.info(f"**ETA ≈ {cost.format_seconds(eta['seconds'])}** for {eta['to_train']} runs on this machine "
-            f"({threads} torch threads; {per}; {eta['flops']:.2g} FLOPs). From wdscale.cost, calibrated on this "
+            f"({threads} torch threads; {per}; {eta['flops']:.2g} FLOPs). From wdscale.training.cost, calibrated on this "
             "machine's measured step times: a plan, good to about 2×; a busy machine takes longer." + note,
             icon=":material/timer:")
     return eta

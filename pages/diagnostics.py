@@ -3,11 +3,13 @@ import numpy as np
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, plots, theory
-from wdscale.errors import DamagedRun
+from wdscale.science import analysis
+from wdscale.show import plots
+from wdscale.core import theory
+from wdscale.core.errors import DamagedRun
 
 try:
-    from wdscale import diagnostics
+    from wdscale.science import coord as diagnostics
 except ImportError:  # written by another helper; the page degrades to the theory parts
     diagnostics = None
 
@@ -21,7 +23,7 @@ with tab_gain:
     label, recs = _ui.pick_study(_ui.records(), "dg_study")
     recs = [r for r in recs if not r.get("diverged")]
     if diagnostics is None or not hasattr(diagnostics, "sublayer_gains"):
-        st.info("wdscale.diagnostics is not available in this checkout")
+        st.info("wdscale.science.coord is not available in this checkout")
     elif not recs:
         st.info("No finished runs yet: run the demo on Home or a study on Train.")
     elif not _ui.weights_shipped():
@@ -57,12 +59,12 @@ with tab_coord:
     st.markdown("microsoft/mup's coordinate check: output RMS of each module after a few Adam steps. Under SP it "
                 "grows with width after the first update; under μP it stays flat.")
     if diagnostics is None or not hasattr(diagnostics, "coord_check"):
-        st.info("wdscale.diagnostics is not available in this checkout")
+        st.info("wdscale.science.coord is not available in this checkout")
     else:
         c1, c2, c3, c4 = st.columns(4)
         import os as _os
 
-        from wdscale.own import model_file_paths
+        from wdscale.models.own import model_file_paths
 
         # model files only from the folder named when the server started (WDSCALE_MODELS): never a typed path
         own_files = [str(f) for f in model_file_paths(_os.environ.get("WDSCALE_MODELS"))]
@@ -110,11 +112,11 @@ with tab_warm:
 
     st.markdown("**Run it**: μP (λ fixed) vs SP + exponential warmup over 50% of the steps, loss vs η₀ per width.")
     try:
-        from wdscale.kosson import warmup_configs
+        from wdscale.science.kosson import warmup_configs
     except ImportError:
         warmup_configs = None
     if warmup_configs is None:
-        st.info("wdscale.kosson is not available in this checkout")
+        st.info("wdscale.science.kosson is not available in this checkout")
     else:
         c1, c2, c3 = st.columns(3)
         kw_steps = c1.number_input("steps", 50, 20000, 400, step=50, key="kw_steps")

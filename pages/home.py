@@ -5,9 +5,11 @@ import numpy as np
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, demo, plots
-from wdscale.demo import DEMO
-from wdscale.rules import symbolic
+from wdscale.science import analysis
+from wdscale.science import study as demo
+from wdscale.show import plots
+from wdscale.science.study import DEMO
+from wdscale.core.rules import symbolic
 
 st.title("Why AdamW's weight decay must scale with width")
 st.caption("Fan et al. 2025, *Robust Layerwise Scaling Rules by Proper Weight Decay Tuning* (arXiv 2510.15262); "
@@ -16,7 +18,7 @@ st.caption("Fan et al. 2025, *Robust Layerwise Scaling Rules by Proper Weight De
 
 @st.cache_data(show_spinner="fitting the law on the reference studies ...")
 def _laws() -> dict:
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     return gallery.gallery_laws(n_boot=300)
 
@@ -29,7 +31,7 @@ def law_claim(laws: dict) -> str:
     """Where the reference studies' measured law is √(η/λ) and where not, with the exponents: "≈ √(η/λ)" is said
     only of a study whose pooled a and b are both within 0.1 of ½ (``law.holds``); the others get their own
     σ_top ∝ η^a·λ^−b with 95% CIs."""
-    from wdscale.law import holds
+    from wdscale.science.law import holds
 
     ci = lambda c: f"[{c[0]:.2f}, {c[1]:.2f}]" if c and all(np.isfinite(c)) else ""
     yes, no = [], []
@@ -82,13 +84,13 @@ with right:
             "steady-state timescale is **τ = 1/(ηλ)** steps.")
     st.markdown("| rule | matrix η | matrix λ |\n|---|---|---|\n" + "\n".join(
         f"| `{r}` | {' | '.join(symbolic(r))} |" for r in ("sp", "mup", "wd", "indep")))
-    st.caption("generated from the rule table, wdscale/rules.py; `wd` is Fan et al.'s rule")
+    st.caption("generated from the rule table, wdscale/core/rules.py; `wd` is Fan et al.'s rule")
 
 
 
 @st.cache_data(show_spinner=False)
 def _regimes():
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     return gallery.reference_regimes()
 
@@ -143,7 +145,7 @@ threads = _ui.manager().threads
 cal = _ui._calibration("synthetic", "cpu", threads) if n_todo else None  # cached, else timed in the background
 eta = {}
 if cal is not None:
-    from wdscale.jobs import demo_eta
+    from wdscale.show.jobs import demo_eta
 
     eta = demo_eta(store, steps, threads=threads, cals={"synthetic": cal})
 secs = eta.get("seconds") or 0
@@ -151,7 +153,7 @@ when = ("ETA being measured" if cal is None else f"≈ {secs:.0f} s" if secs < 9
     " on this machine"
 if st.button(f"Run the demo ({when}, {n_todo} runs)" if n_todo else
              "Demo results are in the store (rerun is instant)", type="primary", disabled=n_todo == 0,
-             key="demo_button", help="the cost model's ETA (wdscale.cost), calibrated on this machine"):
+             key="demo_button", help="the cost model's ETA (wdscale.training.cost), calibrated on this machine"):
     _ui.submit_study("demo_job", DEMO, steps, "cpu", eta=eta)
 _ui.job_panel("demo_job")
 if n_todo == 0:

@@ -1,12 +1,14 @@
-"""Inspect: the paper's top-σ diagnostic on the user's own checkpoints, and the logs of wdscale.monitor."""
+"""Inspect: the paper's top-σ diagnostic on the user's own checkpoints, and the logs of wdscale.training.monitor."""
 import os
 
 import streamlit as st
 
 from pages import _ui
-from wdscale import checkpoint as ck
-from wdscale import export, monitor, plots
-from wdscale.rules import CLASSES, RULE_INFO
+from wdscale.science import inspect as ck
+from wdscale.show import export
+from wdscale.training import monitor
+from wdscale.show import plots
+from wdscale.core.rules import CLASSES, RULE_INFO
 
 st.title("Inspect your own model")
 tab_ck, tab_mon = st.tabs(["Checkpoints", "Monitor log"])
@@ -115,7 +117,7 @@ with tab_ck:
 # -- monitor logs ---------------------------------------------------------------------------------------
 with tab_mon:
     st.markdown(
-        "`wdscale.monitor.SpectralMonitor(model, optimizer, every=100, log_dir=...)` writes `monitor.csv`: per "
+        "`wdscale.training.monitor.SpectralMonitor(model, optimizer, every=100, log_dir=...)` writes `monitor.csv`: per "
         "param group and matrix, σ_top, ‖W‖_F next to the steady-state √(η·N/(2λ)) with the group's own lr and "
         "weight_decay, ‖ΔW‖/‖W‖ and steps/τ. Load one here.")
     up = st.file_uploader("monitor.csv", type=["csv"], key="mon_upload")

@@ -4,7 +4,10 @@ import re
 import streamlit as st
 
 from pages import _ui
-from wdscale import gallery, law, plots, regimes
+from wdscale.science import gallery
+from wdscale.science import law
+from wdscale.show import plots
+from wdscale.science import regimes
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 

@@ -6,7 +6,9 @@ import threading
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, export, plots
+from wdscale.science import analysis
+from wdscale.show import export
+from wdscale.show import plots
 
 st.title("Runs & export")
 all_recs = _ui.records(done_only=False)

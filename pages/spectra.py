@@ -2,7 +2,8 @@
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, plots
+from wdscale.science import analysis
+from wdscale.show import plots
 
 st.title("Singular-value spectra")
 label, recs = _ui.pick_study(_ui.records(), "sp_study")

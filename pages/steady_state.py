@@ -3,9 +3,11 @@ import numpy as np
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, plots, theory
-from wdscale.errors import DamagedRun
-from wdscale.rules import resolve
+from wdscale.science import analysis
+from wdscale.show import plots
+from wdscale.core import theory
+from wdscale.core.errors import DamagedRun
+from wdscale.core.rules import resolve
 
 st.title("AdamW's steady state")
 st.markdown("With torch's AdamW each step does $W \\leftarrow W(1-\\eta\\lambda) - \\eta\\,u$ with Adam's "
@@ -113,14 +115,14 @@ st.markdown("The equilibrium above is a *random walk* balance (Adam's update u o
 
 @st.cache_data(show_spinner="fitting the law on the reference studies ...")
 def _gallery_laws() -> dict:
-    from wdscale.gallery import gallery_laws
+    from wdscale.science.gallery import gallery_laws
 
     return gallery_laws(n_boot=300)
 
 
 @st.cache_data(show_spinner="fitting the law on this study ...", max_entries=16)
 def _study_law(root: str, ids: tuple) -> dict:
-    from wdscale import law as _law
+    from wdscale.science import law as _law
 
     store = _ui.view_store()
     return _law.measure_law([r for r in recs if r["run_id"] in set(ids)], store.spectra, n_boot=300)
@@ -146,7 +148,7 @@ if flat:
 
 st.subheader("Kosson's balance: the stationary norm from update RMS, cos(W, u) and ηλ")
 st.markdown("The exact step identity ‖W′‖² = (1−ηλ)²‖W‖² − 2η(1−ηλ)⟨W,u⟩ + η²‖u‖² at ‖W′‖ = ‖W‖ gives ‖W‖ from "
-            "the update RMS, cos(W, u) and ηλ (``wdscale.law.predict_norm``): cos = 0 is the random walk "
+            "the update RMS, cos(W, u) and ηλ (``wdscale.science.law.predict_norm``): cos = 0 is the random walk "
             "(√(ηN/2λ) at RMS 1), cos = −1 the signal case ‖u‖/λ. The check below trains a small synthetic-core grid "
             "(mup, widths 32 and 64, 1000 steps, nothing stored; ~20 s on one core) recording u and cos(W, u) every "
             "5 steps, and compares the last third's mean ‖W‖ with the prediction.")

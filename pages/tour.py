@@ -1,4 +1,4 @@
-"""Tour: the argument in seven steps, for a talk or a class (data and figures: wdscale.tour).
+"""Tour: the argument in seven steps, for a talk or a class (data and figures: wdscale.show.tour).
 
 The step lives in the URL (``?step=4``) so a slide can link straight to it; ``?present=1`` is presenter mode
 (sidebar hidden, large type, figures sized for a projector).  The whole tour downloads as one HTML file."""
@@ -8,8 +8,9 @@ import time
 import streamlit as st
 
 from pages import _ui
-from wdscale import gallery, tour
-from wdscale.errors import BadInput, StoreError
+from wdscale.science import gallery
+from wdscale.show import tour
+from wdscale.core.errors import BadInput, StoreError
 
 N = tour.N_STEPS
 MINE = "my runs (the demo)"
@@ -103,7 +104,7 @@ st.markdown(f"<div class='tour-formula' style='font-family:serif;font-size:1.35r
             f"padding:.4em .8em;border-radius:4px'>{html.escape(s['formula'])}</div>", unsafe_allow_html=True)
 st.markdown(s["text"])
 if step == 4:  # the formula is the paper's a = b = 1/2; say what this study measured (step 3)
-    from wdscale.law import holds
+    from wdscale.science.law import holds
 
     p = (tour.study_law(_data(source, stamp)).get("pooled") or {})
     if holds(p) is not None:

@@ -10,13 +10,16 @@ import streamlit as st
 import torch
 
 from pages import _ui
-from wdscale import analysis, demo, plots, presets
-from wdscale.config import parse_numbers
-from wdscale.errors import BadInput
-from wdscale.jobs import LR_RANGE, MAX_RUNS, MAX_WIDTH, WD_RANGE, check_study
-from wdscale.rules import RULE_INFO, RULES, decay_problem, resolve
-from wdscale.sweep import plan
-from wdscale.verdict import horizon_warnings, sweep_horizon_warnings
+from wdscale.science import analysis
+from wdscale.science import study as demo
+from wdscale.show import plots
+from wdscale.models import presets
+from wdscale.models.config import parse_numbers
+from wdscale.core.errors import BadInput
+from wdscale.show.jobs import LR_RANGE, MAX_RUNS, MAX_WIDTH, WD_RANGE, check_study
+from wdscale.core.rules import RULE_INFO, RULES, decay_problem, resolve
+from wdscale.training.sweep import plan
+from wdscale.science.verdict import horizon_warnings, sweep_horizon_warnings
 
 st.title("Train a study")
 st.caption("All runs at one width train as one batched ensemble. λ is torch's `weight_decay`: per-step decay η·λ.")
@@ -44,9 +47,9 @@ def grid(center: float, n: int, factor: float) -> list[float]:
     return [float(f"{center * factor ** i:.4g}") for i in k]
 
 
-# -- preset studies (wdscale.presets): the Transformer study of each regime, run as wdscale.demo.run_demo ------
+# -- preset studies (wdscale.models.presets): the Transformer study of each regime, run as wdscale.science.study.run_demo ------
 PRESET_CHOICES = {"Your own grid": None, "LM regime (lm)": "lm", "Multi-epoch control (lm-epochs)": "lm-epochs",
-                  "Your model file": None}  # the last: wdscale.own, the lm design on a file of $WDSCALE_MODELS
+                  "Your model file": None}  # the last: wdscale.models.own, the lm design on a file of $WDSCALE_MODELS
 
 
 @st.cache_data(show_spinner=False)
@@ -132,7 +135,7 @@ def study_summary(snap: dict | None) -> bool:
     return True
 
 
-# -- your model file (wdscale.own): the lm preset's design on a file from the server's $WDSCALE_MODELS folder ------
+# -- your model file (wdscale.models.own): the lm preset's design on a file from the server's $WDSCALE_MODELS folder ------
 # Only files listed in that folder (named when the server starts) can run: never a path typed into the browser,
 # never uploaded code, never anything read from a store or the gallery.  Listing reads names only; a file is
 # imported when the user presses Load (to show its classes) or Train.
@@ -175,7 +178,7 @@ def own_study_spec(path, widths: str, steps, proxy_lrs: str, proxy_wds: str, ini
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _class_rows(path: str, sha: str, run_id: str, overrides: str, _cfg) -> list[dict]:
-    from wdscale import own
+    from wdscale.models import own
 
     return own.class_rows(own.load(path), _cfg, own.parse_overrides(overrides))
 
@@ -185,8 +188,8 @@ def _timing(path: str, sha: str, width: int, n: int, device: str, threads: int, 
             _configs) -> dict:
     """Seconds per member-step of each member path at one width, measured here on ``n`` members
     (``own.measure_paths``: one untimed step, then a few timed ones; the models are thrown away)."""
-    from wdscale import own
-    from wdscale.config import pick_device
+    from wdscale.models import own
+    from wdscale.models.config import pick_device
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # as the job trains
@@ -201,7 +204,7 @@ def _timing(path: str, sha: str, width: int, n: int, device: str, threads: int, 
 def own_plan(phases, store) -> list[list]:
     """The ensembles ``run_demo`` trains for these phases, as the sweep plans them; a run an earlier phase trains
     counts as stored for the later ones (``cost.phases_eta``'s rule)."""
-    from wdscale.sweep import plan
+    from wdscale.training.sweep import plan
 
     seen: set = set()
 
@@ -220,7 +223,8 @@ def own_eta(path: str, sha: str, ensembles: list[list], device: str, how: str, i
     """ETA of a model-file study: the members' step time measured here at each width (``own.measure_paths`` on up
     to ETA_MEMBERS members of its first ensemble, the path ``own.choose_path`` would take), times member-steps.
     The dict ``_ui.submit_study`` reads: seconds, per_width, member_steps; and to_train, ensembles, rate, paths."""
-    from wdscale import cost, own
+    from wdscale.training import cost
+    from wdscale.models import own
 
     threads = _ui.manager().threads
     out = {"seconds": 0.0, "per_width": {}, "member_steps": {}, "rate": {}, "paths": {},
@@ -259,9 +263,9 @@ def class_table(rows: list[dict], steps: int) -> list[dict]:
 def model_file_study() -> None:
     """A study of the user's model file: pick a file of $WDSCALE_MODELS, its classes table and ETA before Train,
     Train/Resume as one background job (the lm preset's design, ``demo.run_demo``), live curves, summary."""
-    from wdscale import own
-    from wdscale.modelfile import file_digest
-    from wdscale.sweep import expand_grid
+    from wdscale.models import own
+    from wdscale.models.modelfile import file_digest
+    from wdscale.training.sweep import expand_grid
 
     st.subheader("Your model file")
     folder = models_folder()
@@ -366,7 +370,7 @@ def model_file_study() -> None:
         except ValueError as e:
             st.error(str(e))
             return
-        from wdscale import cost
+        from wdscale.training import cost
 
         per = ", ".join(f"d={w}: {cost.format_seconds(s)} ({eta['rate'][w] * 1e3:.1f} ms per member-step, "
                         f"{eta['paths'][w]})" for w, s in sorted(eta["per_width"].items()))
@@ -393,7 +397,7 @@ def model_file_study() -> None:
 
 
 choice = st.radio("Preset study", list(PRESET_CHOICES), horizontal=True, key="t_preset",
-                  help="the Transformer study of each regime (wdscale/presets.py; `wdscale study --preset NAME`), or "
+                  help="the Transformer study of each regime (wdscale/models/presets.py; `wdscale study --preset NAME`), or "
                        "the lm design on your own model file (`wdscale study --model FILE.py`)")
 if choice == MODEL_FILE:
     model_file_study()

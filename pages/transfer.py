@@ -4,7 +4,9 @@ import math
 import streamlit as st
 
 from pages import _ui
-from wdscale import analysis, plots, verdict
+from wdscale.science import analysis
+from wdscale.show import plots
+from wdscale.science import verdict
 
 st.title("Learning-rate transfer")
 label, recs = _ui.pick_study(_ui.records(), "tr_study")
@@ -83,7 +85,7 @@ else:
     show_verdict(raw, "lr", step)
 
 if len({r["wd"] for r in proxy_recs}) > 1 and len({r["lr"] for r in proxy_recs}) > 1:
-    from wdscale.demo import proxy_optimum
+    from wdscale.science.study import proxy_optimum
 
     st.subheader(f"The proxy's own optimum: η₀ × λ₀ at d₀ = {proxy_recs[0]['width']}")
     _ui.show(plots.proxy_grid_plot(proxy_optimum(proxy_recs),

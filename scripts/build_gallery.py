@@ -1,4 +1,4 @@
-"""Build a reference study of wdscale.gallery.STUDIES into gallery/NAME (with its manifest).
+"""Build a reference study of wdscale.science.gallery.STUDIES into gallery/NAME (with its manifest).
 
     python scripts/build_gallery.py NAME [--work DIR]
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wdscale import gallery  # noqa: E402
-from wdscale.store import RunStore  # noqa: E402
+from wdscale.training.store import RunStore  # noqa: E402
 
 
 def main() -> int:
@@ -43,7 +43,7 @@ def main() -> int:
             build.update(wall_parts=parts, wall_seconds=round(sum(p["seconds"] for p in parts), 1), spec=spec)
             info_path.write_text(json.dumps(build, indent=1))
     else:
-        from wdscale.demo import _bar
+        from wdscale.science.study import _bar
 
         load_start = [round(x, 2) for x in os.getloadavg()]
         bar = _bar()

@@ -2,7 +2,7 @@
 
     python scripts/build_tf_gallery.py tf-lm --preset lm [--seeds 0,1,2] [--work DIR] [--threads N]
 
-Runs ``wdscale.demo.run_demo`` with the preset (the proxy's eta x lam grid at d0, then mup / wd / indep and the
+Runs ``wdscale.science.study.run_demo`` with the preset (the proxy's eta x lam grid at d0, then mup / wd / indep and the
 fitted rule at every width; cached in the work store, so a second call only exports), records the wall time of
 the first, uncached build in DIR/build.json, and exports the compact read-only reference with a manifest whose
 grids (proxy, transfer, fitted) are explicit, so ``wdscale gallery reproduce NAME`` retrains exactly these runs.
@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wdscale import gallery, presets  # noqa: E402
-from wdscale.demo import proxy_seeds, run_demo, transfer_lrs  # noqa: E402
-from wdscale.store import RunStore  # noqa: E402
-from wdscale.train import TrainOptions  # noqa: E402
+from wdscale.science.study import proxy_seeds, run_demo, transfer_lrs  # noqa: E402
+from wdscale.training.store import RunStore  # noqa: E402
+from wdscale.training.train import TrainOptions  # noqa: E402
 
 
 def grids(spec: dict, s: dict) -> list[dict]:

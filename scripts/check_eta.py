@@ -1,4 +1,4 @@
-"""ETA vs measured: predict a small study's wall time with wdscale.cost, then train it and time it.
+"""ETA vs measured: predict a small study's wall time with wdscale.training.cost, then train it and time it.
 
     python scripts/check_eta.py synthetic      # widths 32,64,128 (base 32), mup+wd, 5 lrs, 300 steps
     python scripts/check_eta.py transformer    # widths 32,64 (base 32), mup, 2 lrs, 40 steps
@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from wdscale import cost
-from wdscale.store import RunStore
-from wdscale.sweep import expand_grid, run_sweep
+from wdscale.training import cost
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import expand_grid, run_sweep
 
 GRIDS = {
     "synthetic": dict(widths=[32, 64, 128], base_width=32, rules=["mup", "wd"],

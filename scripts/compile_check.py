@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
-from wdscale import presets
-from wdscale.config import RunConfig
-from wdscale.train import TrainOptions, train_ensemble
+from wdscale.models import presets
+from wdscale.models.config import RunConfig
+from wdscale.training.train import TrainOptions, train_ensemble
 width, n, steps, compile_ = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 spec = presets.get("lm")
 cs = [RunConfig(model="transformer", width=width, base_width=spec["base_width"], rule="mup", lr=4e-3 * (1 + i / n),

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wdscale.ensemble import EnsembleAdamW  # noqa: E402
-from wdscale.rules import resolve  # noqa: E402
-from wdscale.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN  # noqa: E402
+from wdscale.models.ensemble import EnsembleAdamW  # noqa: E402
+from wdscale.core.rules import resolve  # noqa: E402
+from wdscale.models.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN  # noqa: E402
 
 
 def train(width, base, members, cfg, steps, device, data_seed=0):

@@ -1,6 +1,6 @@
 """Design search for the Transformer regime studies (docs/transformer.md keeps the table this writes).
 
-Each design is a preset's phase 1: the proxy's eta x lam grid at d0 (``wdscale.demo.proxy_configs``), trained into a
+Each design is a preset's phase 1: the proxy's eta x lam grid at d0 (``wdscale.science.study.proxy_configs``), trained into a
 store with ``run_sweep`` (cached: the studies that follow reuse these runs).  Printed per design: the loss grid, the
 proxy's optimum (eta0, lam0), whether it is interior in eta and in lam, and S = sum_t eta_t lam at the optimum.
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wdscale import presets  # noqa: E402
-from wdscale.demo import proxy_configs, proxy_optimum  # noqa: E402
-from wdscale.store import RunStore  # noqa: E402
-from wdscale.sweep import run_sweep  # noqa: E402
-from wdscale.train import TrainOptions  # noqa: E402
-from wdscale.verdict import record_taus  # noqa: E402
+from wdscale.science.study import proxy_configs, proxy_optimum  # noqa: E402
+from wdscale.training.store import RunStore  # noqa: E402
+from wdscale.training.sweep import run_sweep  # noqa: E402
+from wdscale.training.train import TrainOptions  # noqa: E402
+from wdscale.science.verdict import record_taus  # noqa: E402
 
 
 def design(name: str) -> dict:

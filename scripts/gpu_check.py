@@ -30,7 +30,7 @@ Sections, all through the project's own code (``train_ensemble``, the ensemble m
 9. ``study_lm``     the LM preset's 3-seed study on this GPU: every ensemble of its plan (``demo.proxy_configs`` /
                     ``transfer_configs``, seeds 0, 1, 2) timed for a few steps, fp32 eager, bf16 eager and bf16
                     compiled (CUDA graphs), plus one spectra snapshot and one eval; extrapolated to the preset's
-                    steps, and through ``wdscale.cost`` with constants fitted to these measurements;
+                    steps, and through ``wdscale.training.cost`` with constants fitted to these measurements;
 10. ``mfu_autotune`` the d=1024 x 8 step compiled with ``max-autotune-no-cudagraphs`` (last: its autotuning is the
                     slowest compile; a run cut short loses only this).
 
@@ -189,7 +189,7 @@ def sec_env(ctx) -> dict:
 
 
 def matmul_tflops(dev, dtype, n: int, reps: int) -> float:
-    from wdscale.bench import matmul_peak_gflops
+    from wdscale.show.bench import matmul_peak_gflops
 
     return matmul_peak_gflops(dev, n, reps, dtype) / 1e3
 
@@ -214,7 +214,7 @@ TF_MEMBERS = (("sp", 3e-3), ("mup", 1e-2), ("wd", 1e-2), ("indep", 1e-2))  # (ru
 
 
 def tf_configs(ctx, n: int):
-    from wdscale.train import RunConfig
+    from wdscale.training.train import RunConfig
 
     shape = ctx["S"]["tf"]
     return [RunConfig(model="transformer", base_width=min(64, shape["width"]), rule=TF_MEMBERS[i % 4][0],
@@ -223,7 +223,7 @@ def tf_configs(ctx, n: int):
 
 
 def sec_transformer_bf16(ctx) -> dict:
-    from wdscale.train import TrainOptions, build, train_ensemble
+    from wdscale.training.train import TrainOptions, build, train_ensemble
 
     dev, S = ctx["dev"], ctx["S"]
     cs = tf_configs(ctx, S["tf_members"])
@@ -273,7 +273,7 @@ def sec_transformer_bf16(ctx) -> dict:
 
 
 def _equality(cs, dev) -> dict:
-    from wdscale.train import TrainOptions, train_ensemble
+    from wdscale.training.train import TrainOptions, train_ensemble
 
     opts = TrainOptions(device=str(dev), n_evals=1, spectra_every=10 ** 9)
     with NoTF32():
@@ -292,7 +292,7 @@ def _equality(cs, dev) -> dict:
 
 
 def sec_equality(ctx) -> dict:
-    from wdscale.train import RunConfig
+    from wdscale.training.train import RunConfig
 
     dev, S = ctx["dev"], ctx["S"]
     syn = dict(model="synthetic", base_width=32, **S["eq_syn"])
@@ -312,8 +312,8 @@ def sec_equality(ctx) -> dict:
 
 
 def sec_mfu(ctx) -> dict:
-    from wdscale import transformer
-    from wdscale.train import RunConfig, TrainOptions, train_ensemble
+    from wdscale.models import transformer
+    from wdscale.training.train import RunConfig, TrainOptions, train_ensemble
 
     dev, S = ctx["dev"], ctx["S"]
     peak = ctx.get("peak_bf16")
@@ -351,7 +351,7 @@ def sec_mfu(ctx) -> dict:
 
 
 def sec_synthetic(ctx) -> dict:
-    from wdscale.train import RunConfig, TrainOptions, train_ensemble
+    from wdscale.training.train import RunConfig, TrainOptions, train_ensemble
 
     dev, S = ctx["dev"], ctx["S"]
     rows = []
@@ -380,7 +380,7 @@ def left_s(ctx) -> float:
 
 def mc_configs(ctx, n: int, steps: int | None = None):
     """The MFU-with-compile shape: d=1024, depth 4, seq 128, batch 16 on the GPU (tiny in smoke mode)."""
-    from wdscale.train import RunConfig
+    from wdscale.training.train import RunConfig
 
     S = ctx["S"]
     return [RunConfig(model="transformer", base_width=min(64, S["mc"]["width"]), rule="mup", lr=3e-3 * (1 + i / 8),
@@ -391,7 +391,7 @@ def mc_configs(ctx, n: int, steps: int | None = None):
 def timed_train(cs, dev, skip: int = 5, **opt_kw) -> dict:
     """Train cs once through train_ensemble: median step after ``skip`` (compiled code and CUDA graphs are
     built and recorded on the first calls), the first step's wall time (compile included), last losses."""
-    from wdscale.train import TrainOptions, train_ensemble
+    from wdscale.training.train import TrainOptions, train_ensemble
 
     clock = Clock(dev)
     t0 = time.perf_counter()
@@ -404,7 +404,7 @@ def timed_train(cs, dev, skip: int = 5, **opt_kw) -> dict:
 
 def fwd_bwd_s(cs, dev, reps: int = 8) -> float:
     """Forward + backward alone (bf16 autocast, eager), no optimizer: how much of a step is the model."""
-    from wdscale.train import build
+    from wdscale.training.train import build
 
     model, data = build(cs[0], len(cs), dev)
     for i, c in enumerate(cs):
@@ -425,7 +425,7 @@ def fwd_bwd_s(cs, dev, reps: int = 8) -> float:
 def sec_flash(ctx) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from wdscale.train import build
+    from wdscale.training.train import build
 
     dev = ctx["dev"]
     c = mc_configs(ctx, 1)[0]
@@ -485,7 +485,7 @@ def _mfu_row(name: str, t: dict, flops: float, ctx, eager_first: float | None) -
 def sec_mfu_compile(ctx) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from wdscale import transformer
+    from wdscale.models import transformer
 
     dev, S = ctx["dev"], ctx["S"]
     if not ctx.get("peak_bf16"):
@@ -521,7 +521,7 @@ def sec_mfu_compile(ctx) -> dict:
 def sec_mfu_autotune(ctx) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from wdscale import transformer
+    from wdscale.models import transformer
 
     dev, S = ctx["dev"], ctx["S"]
     mode = S["autotune_mode"]
@@ -546,8 +546,8 @@ def study_chunks(spec: dict, corpus: str):
     depend on them."""
     import dataclasses
 
-    from wdscale import demo
-    from wdscale.sweep import plan
+    from wdscale.science import study as demo
+    from wdscale.training.sweep import plan
 
     eta0, lam0 = spec["proxy_lrs"][len(spec["proxy_lrs"]) // 2], spec["proxy_wds"][len(spec["proxy_wds"]) // 2]
     small = sorted(spec["widths"])[:2]
@@ -564,8 +564,8 @@ def study_chunks(spec: dict, corpus: str):
 
 
 def _snapshot_and_eval_s(cs, dev) -> tuple[float, float]:
-    from wdscale.ensemble import singular_values
-    from wdscale.train import build, val_loss
+    from wdscale.models.ensemble import singular_values
+    from wdscale.training.train import build, val_loss
 
     model, data = build(cs[0], len(cs), dev)
     snap = ev = float("inf")
@@ -586,9 +586,11 @@ def _snapshot_and_eval_s(cs, dev) -> tuple[float, float]:
 def sec_study_lm(ctx) -> dict:
     import dataclasses
 
-    from wdscale import cost, presets
-    from wdscale.cost import format_seconds, members
-    from wdscale.train import eval_steps
+    from wdscale.training import cost
+
+    from wdscale.models import presets
+    from wdscale.training.cost import format_seconds, members
+    from wdscale.training.train import eval_steps
 
     dev, S = ctx["dev"], ctx["S"]
     spec = dict(presets.get(S["study_preset"]), seeds=tuple(S["study_seeds"]))
@@ -634,7 +636,7 @@ def sec_study_lm(ctx) -> dict:
                     + len(eval_steps(steps)) * by_shape[(ch[0].width, members(ch))]["eval_s"] for ch in chunks)
         comp = sum(r[name].get("compile_s", 0.0) for r in rows)  # each shape compiles once per cold cache
         tot = {"train_s": train, "snapshots_evals_s": extra, "compile_s": comp, "study_s": train + extra + comp}
-        # wdscale.cost's model (a + b FLOPs per step, SVD units per snapshot) fitted to these measurements
+        # wdscale.training.cost's model (a + b FLOPs per step, SVD units per snapshot) fitted to these measurements
         pts = [(r["flops_per_step"], r[name]["step_ms"] / 1e3) for r in rows]
         if len(pts) >= 2:
             import numpy as np
@@ -774,7 +776,7 @@ def markdown(rep: dict) -> str:
                 L.append(f"| {x['width']} | {x['members']} | " + " | ".join(cells)
                          + f" | {x['snapshot_s']:.3f} | {x['eval_s']:.3f} |")
             L += ["", "| variant | study (train + snapshots/evals + compile) | train s | snapshots+evals s | compile s | "
-                  "wdscale.cost fit s |", "|---|---|---|---|---|---|"]
+                  "wdscale.training.cost fit s |", "|---|---|---|---|---|---|"]
             for n, t in r["totals"].items():
                 if "study_s" not in t:
                     L.append(f"| {n} | not measured ({t.get('not measured')}) | | | | |")
@@ -792,7 +794,7 @@ def markdown(rep: dict) -> str:
 
 def _ensure_corpus(ctx) -> str:
     """'stdlib' when this Python has its sources; else a text file made of this repository's own sources."""
-    from wdscale.data import check_corpus
+    from wdscale.models.data import check_corpus
 
     need = max(ctx["S"]["tf"]["seq_len"], 128)
     try:

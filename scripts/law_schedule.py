@@ -5,7 +5,7 @@
 Each store is one eta x lam grid at one width with every spectra snapshot kept (`wdscale sweep ... --schedule
 cosine` and `--schedule warmup`, the constant-lr control).  At each snapshot step t the runs with
 S(t) = sum_{t' < t} eta_t' lam >= --min-S (S grows with t, so early snapshots keep only the fastest-decaying runs)
-give one least-squares fit of log y = a log eta - b log lam + c (``wdscale.law.law_points`` / ``fit_law``, each
+give one least-squares fit of log y = a log eta - b log lam + c (``wdscale.science.law.law_points`` / ``fit_law``, each
 computation once, bootstrap 95% CIs) for y = sigma_top, ||W||_F and the bulk (median sigma), all hidden matrices
 pooled and per matrix class.  Prints Markdown: per quantity the pooled a(t), b(t) of both stores side by side, then
 per class (sigma_top, and the quantities of --classes).  Read-only; no training.
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wdscale import law  # noqa: E402
-from wdscale.config import _factor  # noqa: E402
-from wdscale.store import RunStore  # noqa: E402
+from wdscale.models.config import _factor  # noqa: E402
+from wdscale.training.store import RunStore  # noqa: E402
 
 
 def study(path: str):

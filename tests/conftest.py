@@ -8,7 +8,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture
 def store(tmp_path):
-    from wdscale.store import RunStore
+    from wdscale.training.store import RunStore
 
     return RunStore(tmp_path / "runs")
 

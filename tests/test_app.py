@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from wdscale.jobs import JobManager, check_study, demo_configs
-from wdscale.store import RunStore
-from wdscale.sweep import expand_grid, plan
+from wdscale.show.jobs import JobManager, check_study, demo_configs
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import expand_grid, plan
 
 PAGES = ["pages/train.py", "pages/spectra.py", "pages/transfer.py", "pages/steady_state.py",
          "pages/diagnostics.py", "pages/runs.py"]
@@ -38,7 +38,7 @@ def run_page(page: str | None):
 
 def demo_state(store) -> dict:
     """Where the demo's three phases (proxy grid, transfer, fitted) stand in the store: Home runs run_demo."""
-    from wdscale.demo import DEMO, _steps, preset_state
+    from wdscale.science.study import DEMO, _steps, preset_state
 
     return preset_state(DEMO, store, _steps(None))
 
@@ -146,7 +146,7 @@ def test_check_study_rejects_nonsense():
 
 
 def test_jobs_use_ray_when_the_address_is_set(tmp_path, monkeypatch):
-    import wdscale.jobs as jobs
+    import wdscale.show.jobs as jobs
 
     seen = {}
 

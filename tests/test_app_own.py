@@ -1,4 +1,4 @@
-"""The Train page's model-file choice (wdscale.own): files only from the server's $WDSCALE_MODELS folder, listed
+"""The Train page's model-file choice (wdscale.models.own): files only from the server's $WDSCALE_MODELS folder, listed
 without importing; Load imports the chosen one and shows its classes table and a measured ETA; a bad file is one
 st.error line; without the folder the choice says how to enable it."""
 import shutil
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wdscale import own
+from wdscale.models import own
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICE = "Your model file"

@@ -45,10 +45,11 @@ def test_bench_json_has_every_key_with_sane_types(capsys):
 
 def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):
     """The ratio's denominator is the one cost model's FLOPs of the ensemble the lm study really trains."""
-    from wdscale import cost, presets
-    from wdscale.bench import TF_LAM0, format_report, tf_study_configs
-    from wdscale.demo import proxy_configs
-    from wdscale.sweep import plan
+    from wdscale.training import cost
+    from wdscale.models import presets
+    from wdscale.show.bench import TF_LAM0, format_report, tf_study_configs
+    from wdscale.science.study import proxy_configs
+    from wdscale.training.sweep import plan
 
     spec = presets.get("lm")
     cs = tf_study_configs()
@@ -83,7 +84,7 @@ def test_bench_rejects_unknown_device(capsys):
 
 
 def test_roofline_counts_a_matmul_at_peak_and_an_elementwise_op_at_bandwidth():
-    from wdscale.bench import op_roofline_seconds
+    from wdscale.show.bench import op_roofline_seconds
 
     # (64 x 128) @ (128 x 32) at 1 GFLOP/s and 1 GB/s: 2*64*128*32 FLOPs vs (64*128 + 128*32 + 64*32) * 4 bytes
     flops = 2 * 64 * 128 * 32

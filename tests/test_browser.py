@@ -103,8 +103,8 @@ def test_ui_answers_within_a_second_while_the_demo_trains(tmp_path):
 
 def manager_running(root) -> bool:
     """True while the demo is still training: its last ensemble (the widest width of phase 2) is not stored yet."""
-    from wdscale.demo import DEMO
-    from wdscale.store import RunStore
+    from wdscale.science.study import DEMO
+    from wdscale.training.store import RunStore
 
     if not (Path(root) / "index.sqlite").exists():
         return True
@@ -137,7 +137,7 @@ def test_exported_tour_renders_offline(tmp_path):
     """The `wdscale tour` file opened from disk with every network request refused: all 7 figures draw."""
     from playwright.sync_api import sync_playwright
 
-    from wdscale import tour
+    from wdscale.show import tour
 
     res = tour.write_html(tmp_path / "tour.html")
     asked = []
@@ -160,7 +160,7 @@ def test_regimes_page_compares_the_reference_studies(tmp_path):
     """The Regimes page reads the gallery's reference studies (no training) and draws both comparisons."""
     from playwright.sync_api import expect, sync_playwright
 
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     present, _ = gallery.reference_regimes()
     with shots.streamlit_server(tmp_path / "runs", {"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:

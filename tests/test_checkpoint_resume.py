@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wdscale.store import RunStore
+from wdscale.training.store import RunStore
 
 ARGS = ["sweep", "--model", "synthetic", "--widths", "32", "--base-width", "32", "--rules", "mup,wd",
         "--lrs", "4e-3,8e-3", "--wds", "3", "--steps", "400", "--seeds", "0,1"]
@@ -71,8 +71,8 @@ def test_cancel_keeps_a_checkpoint_and_a_rerun_continues(tmp_path):
     """In-process: cancel at step 50, the partial runs and the checkpoint stay; a rerun resumes at step 50."""
     import threading
 
-    from wdscale.sweep import expand_grid, run_sweep
-    from wdscale.train import TrainOptions
+    from wdscale.training.sweep import expand_grid, run_sweep
+    from wdscale.training.train import TrainOptions
 
     cs = expand_grid("synthetic", [32], 32, ["mup"], [8e-3], [3.0], 120, [0])
     store = RunStore(tmp_path)

@@ -66,7 +66,7 @@ def test_sweep_json_records(tmp_path):
 def test_one_list_parser_for_cli_and_app():
     import pytest as _pytest
 
-    from wdscale.config import parse_numbers
+    from wdscale.models.config import parse_numbers
 
     assert parse_numbers("64, 128;256", int) == [64, 128, 256]
     assert parse_numbers("1e-3,,3e-3", float) == [1e-3, 3e-3]

@@ -16,7 +16,7 @@ SWEEP = ["sweep", "--widths", "64", "--base-width", "64", "--rules", "wd", "--lr
 @pytest.fixture
 def no_training(monkeypatch):
     """Anything that reaches training fails the test (the boundary would turn it into rc 1, not 2)."""
-    import wdscale.sweep as sweep
+    import wdscale.training.sweep as sweep
 
     def boom(*a, **k):
         raise AssertionError("trained")
@@ -28,7 +28,7 @@ def no_training(monkeypatch):
 @pytest.fixture
 def places(tmp_path, monkeypatch):
     """Paths the table refers to: a file, a read-only folder, a garbage index, a valid empty store, a huge corpus."""
-    from wdscale.store import RunStore
+    from wdscale.training.store import RunStore
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -134,7 +134,7 @@ def test_debug_shows_the_traceback(capsys, no_training):
 
 
 def test_an_unexpected_exception_is_one_line_too(capsys, monkeypatch, tmp_path):
-    import wdscale.sweep as sweep
+    import wdscale.training.sweep as sweep
 
     def crash(*a, **k):
         raise KeyError("surprise")
@@ -168,7 +168,7 @@ OPTS = {
 @given(picked=st.dictionaries(st.sampled_from(sorted(OPTS)), st.just(None), max_size=8).flatmap(
     lambda d: st.fixed_dictionaries({k: OPTS[k] for k in d})))
 def test_fuzz_sweep_arguments_never_traceback(picked, tmp_path, monkeypatch, capsys):
-    import wdscale.sweep as sweep
+    import wdscale.training.sweep as sweep
 
     monkeypatch.setattr(sweep, "run_sweep", lambda configs, *a, **k: [])  # validate everything, train nothing
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -1,13 +1,13 @@
-"""wdscale.cost: one cost model (FLOPs, memory, ETA) for both models; the Train page's defaults and ETA."""
+"""wdscale.training.cost: one cost model (FLOPs, memory, ETA) for both models; the Train page's defaults and ETA."""
 import json
 import time
 
 import pytest
 
-from wdscale import cost
-from wdscale.config import RunConfig
-from wdscale.store import RunStore
-from wdscale.sweep import expand_grid, run_sweep
+from wdscale.training import cost
+from wdscale.models.config import RunConfig
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import expand_grid, run_sweep
 
 FAKE = {"a_s": 1e-3, "b_s_per_flop": 1e-10, "c_s_per_svd_unit": 1e-9}
 
@@ -17,9 +17,9 @@ def cfg(model="synthetic", width=64, steps=100, **kw):
 
 
 def test_flops_and_memory_are_the_models_own():
-    from wdscale import transformer
-    from wdscale.bench import member_flops
-    from wdscale.train import synthetic_memory_estimate
+    from wdscale.models import transformer
+    from wdscale.show.bench import member_flops
+    from wdscale.training.train import synthetic_memory_estimate
 
     s, t = cfg(), cfg("transformer", width=64)
     assert cost.member_step_flops(s) == member_flops(s)  # counted from the built model's weights
@@ -32,7 +32,7 @@ def test_flops_and_memory_are_the_models_own():
 def test_matrix_shapes_match_the_built_models():
     import torch
 
-    from wdscale.train import build
+    from wdscale.training.train import build
 
     for c in (cfg(width=48), cfg("transformer", width=64, depth=2)):
         model, _ = build(c, 1, torch.device("cpu"))
@@ -41,7 +41,7 @@ def test_matrix_shapes_match_the_built_models():
 
 
 def test_snapshot_count_is_the_trainers_cadence():
-    from wdscale.train import train_ensemble
+    from wdscale.training.train import train_ensemble
 
     for steps in (60, 120):
         res = train_ensemble([cfg(width=32, steps=steps, batch_size=8)])
@@ -98,7 +98,7 @@ def test_eta_covers_every_run_it_will_train(tmp_path, monkeypatch, one_thread):
 def app_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
     monkeypatch.setenv("WDSCALE_CACHE", str(tmp_path / "cache"))
-    from wdscale.jobs import default_threads
+    from wdscale.show.jobs import default_threads
 
     for model in ("synthetic", "transformer"):  # constants as if measured: the page must not wait for a timing
         cost.save_calibration({"key": cost.machine_key(model, "cpu", default_threads()), **FAKE, "points": []})
@@ -119,9 +119,9 @@ def train_page():
 def test_train_page_defaults_are_a_steady_state_study():
     import math
 
-    from wdscale.verdict import sweep_horizon_warnings
+    from wdscale.science.verdict import sweep_horizon_warnings
 
-    src = open(cost.__file__.replace("wdscale/cost.py", "pages/train.py")).read()
+    src = open(cost.__file__.replace("wdscale/training/cost.py", "pages/train.py")).read()
     ns = {}
     exec(src[src.index("DEFAULTS = "):src.index("\n", src.index("DEFAULTS = "))], ns)
     d = ns["DEFAULTS"]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from wdscale import data
-from wdscale.data import TextData, check_corpus, load_corpus, min_bytes, split
+from wdscale.models import data
+from wdscale.models.data import TextData, check_corpus, load_corpus, min_bytes, split
 
 
 def text_file(tmp_path, n_bytes, name="t.txt"):

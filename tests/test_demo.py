@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from wdscale.analysis import lr_optima
-from wdscale.demo import DEMO, proxy_configs, proxy_optimum, transfer_configs
-from wdscale.ensemble import activations
-from wdscale.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN, Teacher
-from wdscale.verdict import compare_rules, transfer_verdict
+from wdscale.science.analysis import lr_optima
+from wdscale.science.study import DEMO, proxy_configs, proxy_optimum, transfer_configs
+from wdscale.models.ensemble import activations
+from wdscale.models.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN, Teacher
+from wdscale.science.verdict import compare_rules, transfer_verdict
 from test_verdict import LRS, make_record, planted_loss
 
 
@@ -34,7 +34,7 @@ def test_every_hidden_matrix_sees_a_full_rank_width_d_input():
     cfg = SyntheticConfig(n_train=256, n_features=64)
     d = 64
     model = SyntheticFFN(1, d, cfg)
-    from wdscale.rules import resolve
+    from wdscale.core.rules import resolve
 
     model.init_member(0, 0, resolve("mup", d, 32, 1e-2, 1.0))
     with torch.no_grad(), activations(model) as cap:
@@ -50,7 +50,7 @@ def test_w1_is_scale_invariant():
     """Scaling W1 leaves the function unchanged (relu is homogeneous and a norm follows): the assumption behind
     AdamW's norm equilibrium."""
     cfg = SyntheticConfig(n_train=256, n_features=64)
-    from wdscale.rules import resolve
+    from wdscale.core.rules import resolve
 
     model = SyntheticFFN(1, 32, cfg)
     model.init_member(0, 0, resolve("mup", 32, 32, 1e-2, 1.0))
@@ -187,7 +187,7 @@ def _summary(drifts, svs, best, alpha=0.87):
 
 
 def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
-    from wdscale.demo import plain_reading
+    from wdscale.science.study import plain_reading
 
     s = plain_reading(_summary({"mup": 0.74, "wd": 0.48, "indep": 0.28}, [0.28, 0.14, -0.08], "indep"))
     assert "drifts most (+0.74" in s and "not the paper's λ ∝ √d (+0.48)" in s and "Kosson" in s
@@ -205,7 +205,7 @@ def test_plain_reading_says_when_the_best_rule_is_not_the_papers():
 def test_a_fitted_exponent_no_run_can_use_skips_the_phase_with_its_reason():
     """A b measured on runs far from the steady state (a few-step demo) can ask for lr*wd >= 1 at the widest width:
     the study reports it and goes on without that phase (Home once failed here)."""
-    from wdscale.demo import DEMO, fitted_configs, preset_phases
+    from wdscale.science.study import DEMO, fitted_configs, preset_phases
 
     ok, why = fitted_configs(0.016, 3.0, 10, DEMO, "fitted", 0.5)
     assert ok and why is None

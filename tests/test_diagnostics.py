@@ -2,9 +2,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from wdscale.diagnostics import coord_check, sublayer_gains
-from wdscale.sweep import expand_grid, run_sweep
-from wdscale.train import TrainOptions
+from wdscale.science.coord import coord_check, sublayer_gains
+from wdscale.training.sweep import expand_grid, run_sweep
+from wdscale.training.train import TrainOptions
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,9 +88,9 @@ def test_hooks_give_the_old_capture_numbers(tmp_path):
     import json
     from pathlib import Path
 
-    from wdscale.kosson import KossonMonitor
-    from wdscale.store import RunStore
-    from wdscale.train import RunConfig, train_ensemble
+    from wdscale.science.kosson import KossonMonitor
+    from wdscale.training.store import RunStore
+    from wdscale.training.train import RunConfig, train_ensemble
 
     ref = json.loads((Path(__file__).parent / "data" / "capture_reference.json").read_text())
     worst = {}

@@ -99,7 +99,7 @@ def test_readme_links_resolve():
 
 
 def test_readme_demo_figures_are_the_presets():
-    from wdscale.presets import PRESETS
+    from wdscale.models.presets import PRESETS
 
     d = PRESETS["synthetic"]
     assert f"{len(d['proxy_lrs'])} × {len(d['proxy_wds'])} grid at d₀ = {d['base_width']} ({len(d['seeds'])} seeds)" \
@@ -111,7 +111,7 @@ def test_readme_demo_figures_are_the_presets():
 
 
 def test_readme_regime_table_is_what_the_reference_studies_give():
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     studies, missing = gallery.reference_regimes()
     assert not missing, missing
@@ -129,8 +129,8 @@ def test_readme_regime_table_is_what_the_reference_studies_give():
 
 
 def test_corpus_figures_in_the_docs():
-    from wdscale import presets
-    from wdscale.data import load_corpus, split
+    from wdscale.models import presets
+    from wdscale.models.data import load_corpus, split
 
     train, _ = split(load_corpus("stdlib"))
     assert f"{len(train) / 1e6:.1f} MB = {len(train) / 2 ** 20:.1f} MiB" == "7.6 MB = 7.2 MiB"
@@ -152,8 +152,8 @@ def test_every_docs_page_is_in_the_mkdocs_nav():
 def test_public_api_imports_from_the_package_lazily():
     code = ("import sys, wdscale; assert 'torch' not in sys.modules, 'import wdscale pulled in torch'\n"
             "from wdscale import param_groups, classify_model, resolve, Resolved, SpectralMonitor, inspect, RunStore\n"
-            "import wdscale.checkpoint, wdscale.rules, wdscale.monitor\n"
-            "assert inspect is wdscale.checkpoint.inspect and param_groups is wdscale.rules.param_groups\n"
-            "assert SpectralMonitor is wdscale.monitor.SpectralMonitor and wdscale.__version__\n")
+            "import wdscale.science.inspect, wdscale.core.rules, wdscale.training.monitor\n"
+            "assert inspect is wdscale.science.inspect.inspect and param_groups is wdscale.core.rules.param_groups\n"
+            "assert SpectralMonitor is wdscale.training.monitor.SpectralMonitor and wdscale.__version__\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -3,9 +3,9 @@ import threading
 import pytest
 import torch
 
-from wdscale.ensemble import EnsembleAdamW
-from wdscale.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN
-from wdscale.train import RunConfig, TrainOptions, lr_factor, train_ensemble
+from wdscale.models.ensemble import EnsembleAdamW
+from wdscale.models.synthetic import SyntheticConfig, SyntheticData, SyntheticFFN
+from wdscale.training.train import RunConfig, TrainOptions, lr_factor, train_ensemble
 
 
 def cfg(**kw):
@@ -152,7 +152,7 @@ def test_exp_warmup_refused_with_a_rule_that_scales_the_lr():
 
 
 def test_default_spectra_cadence():
-    from wdscale.train import MIN_SPECTRA_GAP
+    from wdscale.training.train import MIN_SPECTRA_GAP
 
     long = train_ensemble([cfg(steps=4 * MIN_SPECTRA_GAP, width=32)])
     assert long[0]["spectra"]["steps"] == list(range(0, 4 * MIN_SPECTRA_GAP + 1, MIN_SPECTRA_GAP))
@@ -172,7 +172,7 @@ def test_non_finite_member_skips_its_spectra_and_the_rest_is_kept():
 
 
 def test_rms_norm_function_matches_the_composite_in_value_and_gradient():
-    from wdscale.ensemble import _rms_norm_composite, rms_norm
+    from wdscale.models.ensemble import _rms_norm_composite, rms_norm
 
     torch.manual_seed(0)
     for shape in [(3, 5, 16), (2, 4, 7, 16)]:
@@ -187,6 +187,6 @@ def test_rms_norm_function_matches_the_composite_in_value_and_gradient():
         assert torch.allclose(gx, x.grad, rtol=1e-5, atol=1e-5) and torch.allclose(gg, g.grad, rtol=1e-5, atol=1e-5)
     x64 = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
     g64 = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
-    from wdscale.ensemble import _RMSNorm
+    from wdscale.models.ensemble import _RMSNorm
 
     assert torch.autograd.gradcheck(lambda a, b: _RMSNorm.apply(a, b, 1e-6), (x64, g64))

@@ -5,8 +5,8 @@ import tomllib
 from pathlib import Path
 
 from wdscale.cli import main
-from wdscale.store import RunStore
-from wdscale.sweep import expand_grid, run_sweep
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import expand_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

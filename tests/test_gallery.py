@@ -1,4 +1,4 @@
-"""Reference studies (wdscale.gallery): the shipped stores open read-only and verified, a tampered or incomplete
+"""Reference studies (wdscale.science.gallery): the shipped stores open read-only and verified, a tampered or incomplete
 copy is refused in one line, `gallery reproduce` reproduces the tiny reference exactly, and the app shows a
 reference study with its label."""
 import hashlib
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from wdscale import gallery
+from wdscale.science import gallery
 from wdscale.cli import main
-from wdscale.errors import StoreError
-from wdscale.store import RunStore
+from wdscale.core.errors import StoreError
+from wdscale.training.store import RunStore
 
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 
@@ -109,7 +109,7 @@ def test_gallery_reproduce_on_the_tiny_reference_reproduces_its_numbers_exactly(
 
 def test_reproduce_reports_a_mismatch(refs, tmp_path, capsys):
     """A reference whose numbers differ from what this code trains is NOT reproduced (exit 1, per-run diffs)."""
-    from wdscale import gallery as g
+    from wdscale.science import gallery as g
 
     ref = g.open_reference("tiny")
     recs = ref.records()

@@ -86,7 +86,7 @@ def test_nominal_peaks_and_gpu_mode_refuses_without_cuda(tmp_path, monkeypatch):
 # The trainer's GPU speed path, on the CPU
 # ---------------------------------------------------------------------------------------------------------
 def _tiny(n=2, steps=6, **kw):
-    from wdscale.train import RunConfig
+    from wdscale.training.train import RunConfig
 
     rules = ["mup", "sp", "wd"]
     return [RunConfig(model="transformer", width=32, base_width=32, rule=rules[i % 3], lr=1e-2, wd=0.1, steps=steps,
@@ -94,14 +94,14 @@ def _tiny(n=2, steps=6, **kw):
 
 
 def test_defaults_are_unchanged_eager_fp32():
-    from wdscale.train import TrainOptions
+    from wdscale.training.train import TrainOptions
 
     o = TrainOptions()
     assert (o.amp, o.compile, o.compile_mode, o.device) == (False, False, None, "cpu")
 
 
 def test_amp_on_cpu_trains_bf16_with_fp32_master_weights(one_thread):
-    from wdscale.train import TrainOptions, build, train_ensemble
+    from wdscale.training.train import TrainOptions, build, train_ensemble
 
     cs = _tiny()
     seen = []
@@ -134,7 +134,7 @@ def test_attention_can_take_the_flash_kernel_under_bf16(one_thread, monkeypatch)
     into q; and with only the flash backend allowed the forward and backward run."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from wdscale.train import build
+    from wdscale.training.train import build
 
     cs = _tiny()
     model, data = build(cs[0], 2, torch.device("cpu"))
@@ -160,7 +160,7 @@ def test_attention_can_take_the_flash_kernel_under_bf16(one_thread, monkeypatch)
 
 def test_device_and_compile_mode_errors_are_one_line_value_errors():
     from wdscale.cli import main
-    from wdscale.train import TrainOptions, train_ensemble
+    from wdscale.training.train import TrainOptions, train_ensemble
 
     with pytest.raises(ValueError, match="unknown compile mode 'fast'") as e:
         train_ensemble(_tiny(steps=2), TrainOptions(compile=True, compile_mode="fast"))
@@ -191,7 +191,7 @@ def test_cli_amp_compile_flags_and_cuda_without_gpu_is_one_line(cmd, tmp_path, c
 
 
 def test_inductor_cache_goes_under_the_wdscale_cache(tmp_path, monkeypatch):
-    from wdscale import train
+    from wdscale.training import train
 
     monkeypatch.setenv("WDSCALE_CACHE", str(tmp_path))
     monkeypatch.setattr(train, "_USER_INDUCTOR_DIR", None)
@@ -219,7 +219,7 @@ def test_compiled_training_gives_the_eager_losses(one_thread):
     """Tolerance 1e-5 relative on every step's loss and the final val loss (measured: 3e-7): inductor fuses and
     reorders fp32 sums, nothing else changes.  Weights: 1e-4 relative in norm per matrix (elementwise, Adam's
     normalised step amplifies rounding in near-zero gradients, as the GPU check saw for cuBLAS)."""
-    from wdscale.train import TrainOptions, train_ensemble
+    from wdscale.training.train import TrainOptions, train_ensemble
 
     cs = _tiny(n=2, steps=6)
     eager = train_ensemble(cs, TrainOptions(n_evals=1))

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from wdscale import checkpoint as ck
+from wdscale.science import inspect as ck
 from wdscale.cli import main
-from wdscale.theory import implied_wd_exponent
+from wdscale.core.theory import implied_wd_exponent
 
 
 class Tiny(nn.Module):
@@ -235,7 +235,7 @@ def test_figures_and_rows():
                                       for y in tr.y)
     wf = ck.width_figure(rep)
     assert any("d^+0.50" in tr.name for tr in wf.data)
-    from wdscale.export import figure_csv
+    from wdscale.show.export import figure_csv
 
     assert figure_csv(fig).count(b"\n") > 8
     rows = ck.matrix_rows(rep)
@@ -270,7 +270,7 @@ def test_app_page_paths_on_disk(tmp_path, monkeypatch):
 def test_app_page_monitor_log(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from wdscale.monitor import SpectralMonitor
+    from wdscale.training.monitor import SpectralMonitor
 
     monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
     m = Tiny(d=24)

@@ -1,5 +1,5 @@
-from wdscale.jobs import Job
-from wdscale.sweep import expand_grid
+from wdscale.show.jobs import Job
+from wdscale.training.sweep import expand_grid
 
 
 def test_interleaved_chunk_events_are_kept_apart():

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from wdscale.kosson import KossonMonitor, alignment, monitored_update, summarize, warmup_comparison
-from wdscale.train import RunConfig, TrainOptions, lr_factor, train_ensemble
+from wdscale.science.kosson import KossonMonitor, alignment, monitored_update, summarize, warmup_comparison
+from wdscale.training.train import RunConfig, TrainOptions, lr_factor, train_ensemble
 
 
 def test_rank_one_aligned_weight_has_alignment_one():

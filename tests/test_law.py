@@ -1,4 +1,4 @@
-"""The measured law sigma ~ eta^a lam^-b (wdscale.law): planted exponents come back, identical runs count once,
+"""The measured law sigma ~ eta^a lam^-b (wdscale.science.law): planted exponents come back, identical runs count once,
 Kosson's balance predicts the stationary norm of a toy whose update is known, and the fitted rule's exponent is
 e_mup / b_hat."""
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from wdscale import law
-from wdscale.regimes import fitted_b, fitted_b_sqrt
+from wdscale.science import law
+from wdscale.science.regimes import fitted_b, fitted_b_sqrt
 
 NAMES = {"w1_0": "matrix", "w2_0": "matrix", "w1_1": "matrix", "w2_1": "matrix", "w_in": "embedding"}
 ETAS = (2e-3, 4e-3, 8e-3, 1.6e-2)
@@ -185,8 +185,8 @@ def test_balance_predicts_a_mixed_update_where_the_noise_only_formula_fails():
 
 def test_balance_monitor_reads_u_back_from_a_real_ensemble_step():
     """On the synthetic core (a few steps), u recovered from the step reproduces W' exactly."""
-    from wdscale.sweep import expand_grid
-    from wdscale.train import TrainOptions, train_ensemble
+    from wdscale.training.sweep import expand_grid
+    from wdscale.training.train import TrainOptions, train_ensemble
 
     cs = expand_grid("synthetic", [32], 32, ["mup"], [8e-3], [1.0, 3.0], 6, [0], data_seed=0)
     mon = law.BalanceMonitor(cs, every=2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from wdscale.monitor import COLUMNS, SpectralMonitor, load_csv, norm_rows, series
+from wdscale.training.monitor import COLUMNS, SpectralMonitor, load_csv, norm_rows, series
 
 
 class Conv1D(nn.Module):
@@ -151,7 +151,7 @@ def test_same_shape_matrices_go_through_together(one_thread):
 
 def test_readme_loop_with_param_groups(tmp_path, one_thread):
     """The README's loop: param_groups' groups are named by class, and each group's lr/wd reach the prediction."""
-    from wdscale.rules import param_groups
+    from wdscale.core.rules import param_groups
 
     torch.manual_seed(4)
     model = Net(d=64)

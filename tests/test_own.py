@@ -1,4 +1,4 @@
-"""Model files (wdscale.own): every member equals a plain torch loop, in both paths; classes; the readout hook; run
+"""Model files (wdscale.models.own): every member equals a plain torch loop, in both paths; classes; the readout hook; run
 ids follow the file's bytes; each bad input is one line, rc 2, with nothing stored."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from wdscale import own
-from wdscale.config import RunConfig
-from wdscale.rules import param_groups, resolve
-from wdscale.store import RunStore
-from wdscale.sweep import run_sweep
-from wdscale.train import TrainOptions
+from wdscale.models import own
+from wdscale.models.config import RunConfig
+from wdscale.core.rules import param_groups, resolve
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import run_sweep
+from wdscale.training.train import TrainOptions
 
 
 EX = Path(__file__).resolve().parents[1] / "examples"
@@ -33,7 +33,7 @@ def _configs(path: Path, init: str, schedule: str = "constant") -> list[RunConfi
 
 def plain_loop(path: Path, cfg: RunConfig, readout: str):
     """What a user writes by hand: the issue's reference loop, nothing of wdscale's trainer."""
-    from wdscale.config import lr_factor
+    from wdscale.models.config import lr_factor
 
     mf = own.load(path)
     torch.manual_seed(cfg.seed)
@@ -308,7 +308,8 @@ def test_dropout_members_equal_training_alone(tmp_path):
 
 
 def test_the_leaf_knows_the_rule_classes():
-    from wdscale import modelfile, rules
+    from wdscale.models import modelfile
+    from wdscale.core import rules
 
     assert modelfile.CLASSES == rules.CLASSES
 
@@ -341,7 +342,7 @@ def test_a_cancelled_model_file_ensemble_resumes_to_the_unbroken_numbers(tmp_pat
     """Nothing lost on a crash: a cancel writes the checkpoint; the resumed members equal an unbroken run."""
     import threading
 
-    from wdscale.train import train_ensemble
+    from wdscale.training.train import train_ensemble
 
     path = EX / "nanogpt.py"
     cfgs = [RunConfig(model="nanogpt", model_file=str(path), width=64, base_width=32, rule=r, lr=6e-3, wd=0.3,

@@ -68,7 +68,7 @@ def app_at(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def studies():
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     s, missing = gallery.reference_regimes()
     if missing:

@@ -5,7 +5,9 @@ import re
 
 import pytest
 
-from wdscale import gallery, law
+from wdscale.science import gallery
+
+from wdscale.science import law
 
 MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 
@@ -144,7 +146,7 @@ def test_tour_step4_says_what_the_study_measured(tmp_path, monkeypatch):
     """Step 4's formula is the paper's sqrt(eta/lam); the page adds the study's measured a, b under it."""
     from streamlit.testing.v1 import AppTest
 
-    from wdscale import tour
+    from wdscale.show import tour
 
     monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
     at = AppTest.from_file("../pages/tour.py", default_timeout=180)

@@ -7,7 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from wdscale import analysis, export, plots
+from wdscale.science import analysis
+
+from wdscale.show import export
+
+from wdscale.show import plots
 
 
 def rec(rule, width, lr, wd=1.0, loss=0.3, sv=1.0, diverged=False, steps=100, seed=0):

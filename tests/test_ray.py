@@ -15,9 +15,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from wdscale.store import RunStore  # noqa: E402
-from wdscale.sweep import expand_grid, run_sweep  # noqa: E402
-from wdscale.train import TrainOptions  # noqa: E402
+from wdscale.training.store import RunStore  # noqa: E402
+from wdscale.training.sweep import expand_grid, run_sweep  # noqa: E402
+from wdscale.training.train import TrainOptions  # noqa: E402
 
 GRID = dict(model="synthetic", widths=[32, 64], base_width=32, rules=["mup", "wd"], lrs=[1e-2, 3e-2],
             wds=[0.1], steps=30)
@@ -25,7 +25,7 @@ GRID = dict(model="synthetic", widths=[32, 64], base_width=32, rules=["mup", "wd
 
 @pytest.fixture(scope="module")
 def cluster():
-    from wdscale.ray_executor import ensure_ray
+    from wdscale.training.ray_executor import ensure_ray
 
     th = threading.Thread(target=ensure_ray)
     th.start()

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from wdscale import presets
-from wdscale.config import RunConfig, lr_factor, schedule_sum
-from wdscale.data import TextData, load_corpus, split
-from wdscale.regimes import alpha_per_class, fitted_b, fitted_b_sqrt, matrix_class, study_regime
-from wdscale.verdict import record_taus, transfer_verdict
+from wdscale.models import presets
+from wdscale.models.config import RunConfig, lr_factor, schedule_sum
+from wdscale.models.data import TextData, load_corpus, split
+from wdscale.science.regimes import alpha_per_class, fitted_b, fitted_b_sqrt, matrix_class, study_regime
+from wdscale.science.verdict import record_taus, transfer_verdict
 from test_verdict import LRS, make_record, planted_loss
 
 
@@ -120,7 +120,7 @@ def test_study_regime_reports_drift_S_and_the_fitted_result():
 
 
 def test_more_seeds_extend_a_preset_study_without_moving_its_proxy():
-    from wdscale.demo import proxy_configs, proxy_seeds, transfer_configs
+    from wdscale.science.study import proxy_configs, proxy_seeds, transfer_configs
 
     spec = dict(presets.get("lm"), seeds=(0, 1, 2))
     assert proxy_seeds(spec) == (0,) and {c.seed for c in proxy_configs(spec=spec)} == {0}
@@ -136,7 +136,7 @@ def test_the_regime_comparison_equals_wdscale_report_on_each_reference_study():
     import subprocess
     import sys
 
-    from wdscale import gallery
+    from wdscale.science import gallery
 
     studies, _ = gallery.reference_regimes()
     assert any(s["name"] == "synthetic-4w" for s in studies)  # always shipped

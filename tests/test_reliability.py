@@ -9,10 +9,10 @@ import time
 import pytest
 
 from wdscale import cli
-from wdscale.errors import BadInput, DamagedRun, StoreCorrupt, StoreError
-from wdscale.store import RunStore, rebuild_index
-from wdscale.sweep import expand_grid, plan, run_sweep
-from wdscale.train import RunConfig, preflight
+from wdscale.core.errors import BadInput, DamagedRun, StoreCorrupt, StoreError
+from wdscale.training.store import RunStore, rebuild_index
+from wdscale.training.sweep import expand_grid, plan, run_sweep
+from wdscale.training.train import RunConfig, preflight
 
 GRID = dict(model="synthetic", widths=[32], base_width=32, rules=["mup", "wd"], lrs=[1e-2, 2e-2], wds=[0.5], steps=12)
 
@@ -203,7 +203,7 @@ def test_bounds_are_one_line_value_errors(kw, needle):
 
 
 def test_synthetic_memory_estimate_refuses_what_cannot_fit(monkeypatch):
-    import wdscale.transformer as tr
+    import wdscale.models.transformer as tr
 
     monkeypatch.setattr(tr, "available_memory", lambda dev: 8 * 2**30)
     big = expand_grid("synthetic", [8192], 64, ["mup", "wd"], [1e-3, 1e-2], [0.1], 10, depth=64)
@@ -213,7 +213,7 @@ def test_synthetic_memory_estimate_refuses_what_cannot_fit(monkeypatch):
 
 
 def test_a_huge_corpus_is_refused_without_reading_it(tmp_path):
-    from wdscale.data import read_text_file
+    from wdscale.models.data import read_text_file
 
     big = tmp_path / "big.txt"
     with open(big, "wb") as f:  # sparse: 8 GB on paper, nothing on disk

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from wdscale import cli
-from wdscale.store import RunStore
+from wdscale.training.store import RunStore
 
 from test_verdict import planted_sweep
 

@@ -6,7 +6,7 @@ from torch import nn
 
 import warnings
 
-from wdscale.rules import RULES, classify_model, classify_tensor, param_groups, resolve
+from wdscale.core.rules import RULES, classify_model, classify_tensor, param_groups, resolve
 
 
 @pytest.mark.parametrize("rule,lr,wd", [("sp", 2e-2, 0.05), ("mup", 5e-3, 0.05), ("indep", 5e-3, 0.2),
@@ -45,7 +45,7 @@ def test_fitted_rule_is_custom_with_its_measured_b_and_refuses_without_it(rule):
 
 
 def test_both_fitted_rules_are_named_everywhere():
-    from wdscale.rules import FREE_RULES, RULE_INFO, RULE_SHORT
+    from wdscale.core.rules import FREE_RULES, RULE_INFO, RULE_SHORT
 
     for rule in ("fitted", "fitted-sqrt"):
         assert rule in RULES and rule in FREE_RULES and rule in RULE_SHORT and rule in RULE_INFO
@@ -198,7 +198,7 @@ def test_state_dict_tensors_shapes_first_names_break_ties():
 
 
 def test_symbolic_formulas_follow_the_exponents():
-    from wdscale.rules import symbolic
+    from wdscale.core.rules import symbolic
 
     assert symbolic("sp") == ("η₀", "λ₀")
     assert symbolic("mup") == ("η₀/m", "λ₀")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wdscale.sweep import expand_grid, run_sweep
+from wdscale.training.sweep import expand_grid, run_sweep
 
 
 def grid(**kw):

@@ -6,10 +6,12 @@ import shutil
 
 import pytest
 
-from wdscale import gallery, tour
+from wdscale.science import gallery
+
+from wdscale.show import tour
 from wdscale.cli import main
-from wdscale.store import RunStore
-from wdscale.sweep import expand_grid, run_sweep
+from wdscale.training.store import RunStore
+from wdscale.training.sweep import expand_grid, run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def test_every_step_has_a_drawn_figure_a_formula_and_the_studys_numbers(data):
 
 
 def test_step3_shows_eta_and_lam_apart_and_step5_uses_the_measured_exponents(data):
-    from wdscale.law import measure_law
+    from wdscale.science.law import measure_law
 
     s3 = tour.step3(data)
     law = measure_law(data["store"].records(), n_boot=50)
@@ -71,7 +73,7 @@ def test_step3_shows_eta_and_lam_apart_and_step5_uses_the_measured_exponents(dat
 
 def test_step3_says_b_differs_from_a_with_the_numbers():
     """A store where lam moves sigma_top more than eta: the sentence names the gap."""
-    from wdscale.law import measure_law
+    from wdscale.science.law import measure_law
 
     data = tour.load()
     law = measure_law(data["store"].records(), n_boot=20)

@@ -1,4 +1,4 @@
-"""The Train page's preset studies (wdscale.presets through wdscale.demo.run_demo): the preset choice shows its
+"""The Train page's preset studies (wdscale.models.presets through wdscale.science.study.run_demo): the preset choice shows its
 settings and an ETA before Train, trains as one background job that cancels and resumes, and ends in the
 study's summary; preset_configs / preset_state / cost.phases_eta plan what run_demo trains."""
 import re
@@ -6,8 +6,12 @@ import time
 
 import pytest
 
-from wdscale import cost, demo, presets
-from wdscale.store import RunStore
+from wdscale.training import cost
+
+from wdscale.science import study as demo
+
+from wdscale.models import presets
+from wdscale.training.store import RunStore
 
 FAKE_CAL = {"a_s": 1e-3, "b_s_per_flop": 1e-11, "c_s_per_svd_unit": 1e-10}
 

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from wdscale import transformer
-from wdscale.store import RunStore
-from wdscale.train import RunConfig, TrainOptions, train_ensemble
-from wdscale.ensemble import EnsembleAdamW, elinear, rms_norm
-from wdscale.rules import resolve
-from wdscale.transformer import Transformer, TransformerConfig, apply_rope, flops_per_step, rope_tables
+from wdscale.models import transformer
+from wdscale.training.store import RunStore
+from wdscale.training.train import RunConfig, TrainOptions, train_ensemble
+from wdscale.models.ensemble import EnsembleAdamW, elinear, rms_norm
+from wdscale.core.rules import resolve
+from wdscale.models.transformer import Transformer, TransformerConfig, apply_rope, flops_per_step, rope_tables
 
 TINY = dict(model="transformer", width=32, base_width=32, rule="mup", lr=1e-2, wd=0.1, steps=3, seq_len=16,
             head_dim=16, batch_size=4, depth=2)
@@ -193,7 +193,7 @@ def test_cli_sweep_transformer_into_store(tmp_path, capsys):
 
 # -- the CUDA / bf16 path, as far as it can be checked without a GPU (scripts/gpu_check.py does the rest) -------
 def test_device_selection_errors(monkeypatch):
-    from wdscale.train import pick_device, preflight
+    from wdscale.training.train import pick_device, preflight
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from wdscale.train import RunConfig
-from wdscale.validate import analyse, format_table
+from wdscale.training.train import RunConfig
+from wdscale.science.validate import analyse, format_table
 
 ALPHA = 0.75  # sigma_top = sqrt(eta/lam) * d^ALPHA, as Fan et al. report
 
@@ -95,8 +95,8 @@ def bent_result(cfg: RunConfig, knee: float = 2.0, low: float = 0.35):
 
 
 def test_law_range_measures_eta_and_lam_apart_with_S_and_local_slopes(store):
-    from wdscale.validate import RANGE_ETAS, RANGE_LAM_ETAS, RANGE_LAMS, format_law_range, law_range, range_configs
-    from wdscale.verdict import record_taus
+    from wdscale.science.validate import RANGE_ETAS, RANGE_LAM_ETAS, RANGE_LAMS, format_law_range, law_range, range_configs
+    from wdscale.science.verdict import record_taus
 
     cs = range_configs(1000, (0, 1))
     assert len({c.run_id for c in cs}) == 2 * (5 + 5 * 2 - 2)  # (8e-3, 4) and (1.6e-2, 4) are in both sweeps
@@ -136,7 +136,7 @@ TF_NAMES = {f"l{i}_{n}": "matrix" for i in range(2) for n in ("wq", "wk", "wv", 
 
 def tf_result(cfg: RunConfig, loss: float, alpha: dict):
     """A Transformer trainer result whose matrix class k has sigma_top = sqrt(eta2/lam2) d^alpha[k]."""
-    from wdscale.regimes import matrix_class
+    from wdscale.science.regimes import matrix_class
 
     res = cfg.resolved()
     ratio = res.groups["matrix"]["lr"] / res.groups["matrix"]["wd"]
@@ -150,8 +150,8 @@ def tf_result(cfg: RunConfig, loss: float, alpha: dict):
 
 def build_tf_gallery(tmp_path, name="tf-lm", alpha=None, drift=None, eta0=0.016):
     """A reference study as the gallery ships it (``gallery.export``), with planted alphas and lr-optimum drifts."""
-    from wdscale import gallery
-    from wdscale.store import RunStore
+    from wdscale.science import gallery
+    from wdscale.training.store import RunStore
 
     alpha = alpha or {"attn q": 0.75, "attn k": 0.75, "attn v": 0.8, "attn o": 0.8, "mlp gate": 0.7,
                       "mlp up": 0.7, "mlp down": 0.9}
@@ -175,7 +175,7 @@ def build_tf_gallery(tmp_path, name="tf-lm", alpha=None, drift=None, eta0=0.016)
 
 
 def test_gallery_regimes_read_the_transformer_studies_beside_the_paper(tmp_path):
-    from wdscale.validate import format_regimes, gallery_regimes
+    from wdscale.science.validate import format_regimes, gallery_regimes
 
     root, alpha, drift = build_tf_gallery(tmp_path)
     studies, notes = gallery_regimes(root)
@@ -189,7 +189,7 @@ def test_gallery_regimes_read_the_transformer_studies_beside_the_paper(tmp_path)
         assert s["rules"][rule]["drift"] == pytest.approx(dr, abs=0.02), rule
     assert s["best_named_rule"] == "wd" and s["all_interior"]
     # S at the wd rule's d=128 optimum: eta0/4 * lam0*2 * sum of the cosine schedule's factors
-    from wdscale.config import schedule_sum
+    from wdscale.models.config import schedule_sum
 
     S = s["rules"]["wd"]["at_optimum"][128]["S"]
     assert S == pytest.approx(0.016 / 4 * 0.1 * 2 * schedule_sum("cosine", 0.05, 2000, 4.0), rel=0.02)
@@ -201,7 +201,7 @@ def test_gallery_regimes_read_the_transformer_studies_beside_the_paper(tmp_path)
 
 
 def test_gallery_regimes_say_how_to_build_missing_studies(tmp_path):
-    from wdscale.validate import format_regimes, gallery_regimes
+    from wdscale.science.validate import format_regimes, gallery_regimes
 
     studies, notes = gallery_regimes(tmp_path / "empty")
     assert studies == [] and len(notes) == 2
@@ -210,7 +210,7 @@ def test_gallery_regimes_say_how_to_build_missing_studies(tmp_path):
 
 
 def test_regimes_pool_alpha_over_every_matrix_and_flag_short_runs(tmp_path, store):
-    from wdscale.validate import gallery_regimes, range_configs
+    from wdscale.science.validate import gallery_regimes, range_configs
 
     root, alpha, _ = build_tf_gallery(tmp_path)
     (s,) = gallery_regimes(root)[0]

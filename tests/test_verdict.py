@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from wdscale.analysis import optimum
-from wdscale.rules import resolve
-from wdscale.train import RunConfig
-from wdscale.verdict import MIN_TAUS, horizon_check, horizon_warnings, sweep_horizon_warnings, transfer_verdict
+from wdscale.science.analysis import optimum
+from wdscale.core.rules import resolve
+from wdscale.training.train import RunConfig
+from wdscale.science.verdict import MIN_TAUS, horizon_check, horizon_warnings, sweep_horizon_warnings, transfer_verdict
 
 CURV = 0.1  # loss = 1 + CURV * (octaves from the optimum)^2
 # Planted runs are 10^6 steps long: >= 3 tau for every lr of the grid, so only the planted optima decide.
@@ -182,7 +182,7 @@ def test_sweep_horizon_warnings_one_line_per_rule():
 
 def test_runs_of_an_earlier_model_version_are_another_study():
     """A store from before the model change keeps its runs, but they never mix with the new ones."""
-    from wdscale.export import group_studies
+    from wdscale.show.export import group_studies
 
     new = planted_sweep({64: 2.0 ** -7, 128: 2.0 ** -7})
     old = [{**r, "run_id": r["run_id"][::-1]} for r in new]
@@ -194,7 +194,7 @@ def test_runs_of_an_earlier_model_version_are_another_study():
 
 
 def test_swept_keeps_only_real_curves():
-    from wdscale.analysis import swept
+    from wdscale.science.analysis import swept
 
     recs = planted_sweep({64: 2.0 ** -7})  # 8 lrs at one wd: a curve over lr, a single point over wd
     assert len(swept(recs, "lr")) == len(recs) and swept(recs, "wd") == []
@@ -203,7 +203,7 @@ def test_swept_keeps_only_real_curves():
 def test_final_spectrum_curves_rescale_by_the_class_eta_over_lam():
     import numpy as np
 
-    from wdscale.analysis import final_spectrum_curves
+    from wdscale.science.analysis import final_spectrum_curves
 
     rec = make_record(128, 2e-2, 1.0, rule="mup", wd=4.0, base_width=64)
     rec["param_class"] = {"w": "matrix"}
@@ -220,7 +220,7 @@ def test_final_spectrum_curves_rescale_by_the_class_eta_over_lam():
 def test_norm_rows_compare_with_the_steady_state_prediction():
     import math as _m
 
-    from wdscale.analysis import median_norm_ratio, norm_rows
+    from wdscale.science.analysis import median_norm_ratio, norm_rows
 
     long_run = make_record(64, 1e-2, 1.0, rule="wd", wd=2.0)  # 10^6 steps: far past 3 tau
     long_run["param_class"] = {"w": "matrix", "g": "vector"}

@@ -19,14 +19,14 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> (module, attribute in it)
 _LAZY = {
-    "RULES": ("rules", "RULES"),
-    "param_groups": ("rules", "param_groups"),
-    "classify_model": ("rules", "classify_model"),
-    "resolve": ("rules", "resolve"),
-    "Resolved": ("rules", "Resolved"),
-    "SpectralMonitor": ("monitor", "SpectralMonitor"),
-    "inspect": ("checkpoint", "inspect"),  # checkpoints' sigma_top report (``wdscale inspect``), not the stdlib's
-    "RunStore": ("store", "RunStore"),
+    "RULES": ("core.rules", "RULES"),
+    "param_groups": ("core.rules", "param_groups"),
+    "classify_model": ("core.rules", "classify_model"),
+    "resolve": ("core.rules", "resolve"),
+    "Resolved": ("core.rules", "Resolved"),
+    "SpectralMonitor": ("training.monitor", "SpectralMonitor"),
+    "inspect": ("science.inspect", "inspect"),  # checkpoints' sigma_top report (``wdscale inspect``), not the stdlib's
+    "RunStore": ("training.store", "RunStore"),
 }
 
 __all__ = ["__version__", *_LAZY]
