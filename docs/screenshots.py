@@ -88,6 +88,40 @@ def run_demo(page, url: str, timeout_ms: float = 300_000) -> float:
     return time.time() - t0
 
 
+def rerun_times_while_demo_trains(page, url: str, n_flips: int = 6) -> list[float]:
+    """Seconds from each widget click to the page's answer while Home's demo trains: the demo button is clicked,
+    then the Train page's Model radio is flipped ``n_flips`` times, each flip timed until the page shows (or stops
+    showing) the Transformer's corpus choice (expect's 30 s timeout fails a flip that never answers)."""
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    button = page.get_by_role("button", name="Run the demo")
+    expect(button).to_be_visible(timeout=60_000)
+    button.click()
+    expect(page.get_by_text("training width").first).to_be_visible(timeout=60_000)
+    page.goto(url + "/train")
+    expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
+    corpus = page.get_by_text("Corpus", exact=True)
+    times = []
+    for k in range(n_flips):
+        choice, shown = (("transformer", True), ("synthetic", False))[k % 2]
+        t0 = time.perf_counter()
+        page.get_by_text(choice, exact=True).first.click()
+        (expect(corpus).to_be_visible if shown else expect(corpus).to_be_hidden)(timeout=30_000)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def demo_still_training(root) -> bool:
+    """True while the demo is still training: its last ensemble (the widest width) is not stored yet."""
+    from wdscale.models.presets import PRESETS
+    from wdscale.training.store import RunStore
+
+    if not (Path(root) / "index.sqlite").exists():
+        return True
+    return not any(r["width"] == max(PRESETS["synthetic"]["widths"]) for r in RunStore(root).records())
+
+
 def wait_idle(page, settle: float = 1.5) -> None:
     """Wait for the page's title, then for its script run to end (the first run imports torch: slow)."""
     page.wait_for_selector('[data-testid="stApp"]')

@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages import _ui
 from wdscale.science import inspect as ck
+from wdscale.show import inspect_plots
 from wdscale.show import export
 from wdscale.training import monitor
 from wdscale.show import plots
@@ -95,9 +96,9 @@ with tab_ck:
                              hide_index=True, width="stretch")
                 st.caption("Per class: median over matrices; α fitted over all widths (two widths: the two-point "
                            "exponent); λ exponent = what would hold σ_top flat (hidden matrices: under η ∝ 1/d).")
-                _ui.show(ck.ratio_figure(rep), "inspect_sigma_ratio")
+                _ui.show(inspect_plots.ratio_figure(rep), "inspect_sigma_ratio")
                 if len(set(rep["widths"])) >= 2:
-                    _ui.show(ck.width_figure(rep), "inspect_sigma_vs_width")
+                    _ui.show(inspect_plots.width_figure(rep), "inspect_sigma_vs_width")
                 rows = ck.matrix_rows(rep)
                 st.dataframe(rows, hide_index=True, width="stretch")
             dl = st.container(horizontal=True, gap="small")

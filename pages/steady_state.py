@@ -128,7 +128,7 @@ def _study_law(root: str, ids: tuple) -> dict:
     return _law.measure_law([r for r in recs if r["run_id"] in set(ids)], store.spectra, n_boot=300)
 
 
-from wdscale import law as law_mod  # noqa: E402
+from wdscale.science import law as law_mod  # noqa: E402
 
 mine = _study_law(_ui.view_root(), tuple(sorted(r["run_id"] for r in recs)))
 laws = {f"{label} (this study)": mine, **_gallery_laws()}

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wdscale import gallery  # noqa: E402
+from wdscale.science import gallery  # noqa: E402
 from wdscale.training.store import RunStore  # noqa: E402
 
 
@@ -43,10 +43,10 @@ def main() -> int:
             build.update(wall_parts=parts, wall_seconds=round(sum(p["seconds"] for p in parts), 1), spec=spec)
             info_path.write_text(json.dumps(build, indent=1))
     else:
-        from wdscale.science.study import _bar
+        from wdscale.cli.progress import progress_bar
 
         load_start = [round(x, 2) for x in os.getloadavg()]
-        bar = _bar()
+        bar = progress_bar()
         try:
             recs, seconds = gallery.train(spec, store, spec["threads"], on_event=bar)
         finally:

@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wdscale import gallery, presets  # noqa: E402
+from wdscale.science import gallery  # noqa: E402
+from wdscale.models import presets  # noqa: E402
 from wdscale.science.study import proxy_seeds, run_demo, transfer_lrs  # noqa: E402
 from wdscale.training.store import RunStore  # noqa: E402
 from wdscale.training.train import TrainOptions  # noqa: E402

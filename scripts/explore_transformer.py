@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wdscale import presets  # noqa: E402
+from wdscale.models import presets  # noqa: E402
 from wdscale.science.study import proxy_configs, proxy_optimum  # noqa: E402
 from wdscale.training.store import RunStore  # noqa: E402
 from wdscale.training.sweep import run_sweep  # noqa: E402

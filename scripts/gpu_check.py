@@ -189,7 +189,7 @@ def sec_env(ctx) -> dict:
 
 
 def matmul_tflops(dev, dtype, n: int, reps: int) -> float:
-    from wdscale.show.bench import matmul_peak_gflops
+    from wdscale.cli.bench import matmul_peak_gflops
 
     return matmul_peak_gflops(dev, n, reps, dtype) / 1e3
 

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wdscale import law  # noqa: E402
+from wdscale.science import law  # noqa: E402
 from wdscale.models.config import _factor  # noqa: E402
 from wdscale.training.store import RunStore  # noqa: E402
 

@@ -47,7 +47,7 @@ def test_bench_times_the_lm_preset_widest_and_narrowest_ensembles(capsys):
     """The ratio's denominator is the one cost model's FLOPs of the ensemble the lm study really trains."""
     from wdscale.training import cost
     from wdscale.models import presets
-    from wdscale.show.bench import TF_LAM0, format_report, tf_study_configs
+    from wdscale.cli.bench import TF_LAM0, format_report, tf_study_configs
     from wdscale.science.study import proxy_configs
     from wdscale.training.sweep import plan
 
@@ -84,7 +84,7 @@ def test_bench_rejects_unknown_device(capsys):
 
 
 def test_roofline_counts_a_matmul_at_peak_and_an_elementwise_op_at_bandwidth():
-    from wdscale.show.bench import op_roofline_seconds
+    from wdscale.cli.bench import op_roofline_seconds
 
     # (64 x 128) @ (128 x 32) at 1 GFLOP/s and 1 GB/s: 2*64*128*32 FLOPs vs (64*128 + 128*32 + 64*32) * 4 bytes
     flops = 2 * 64 * 128 * 32

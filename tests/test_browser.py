@@ -1,24 +1,12 @@
 """Real browser: `streamlit run app.py` in Debian's chromium; run the demo, see its plots, download a PNG."""
-import importlib.util
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+from _browser import shots  # noqa: E402  (skips the module without a browser)
 
 pytestmark = pytest.mark.browser
-
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("WDSCALE_REQUIRE_BROWSER") == "1":
-        raise RuntimeError(f"WDSCALE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
-
-spec = importlib.util.spec_from_file_location("wdscale_screenshots", ROOT / "docs" / "screenshots.py")
-shots = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shots)
 
 
 def test_demo_spectra_and_png_download(tmp_path):
@@ -72,43 +60,18 @@ def test_ui_answers_within_a_second_while_the_demo_trains(tmp_path):
 
     How fast is a benchmark, not a test: ``wdscale bench`` reports the median as ``ui_rerun_s_while_training``
     (target <= 0.5 s) with the machine's load beside it (docs/bench.md)."""
-    import time
-
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     env = {"WDSCALE_DEMO_STEPS": "400"}  # no OMP_NUM_THREADS: the app's own thread choice is what is tested
     with shots.streamlit_server(tmp_path / "runs", env) as url, sync_playwright() as p:
         browser = shots.launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url + "/")
-        button = page.get_by_role("button", name="Run the demo")
-        expect(button).to_be_visible(timeout=60_000)
-        button.click()
-        expect(page.get_by_text("training width").first).to_be_visible(timeout=60_000)
-        page.goto(url + "/train")
-        expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
-        corpus = page.get_by_text("Corpus", exact=True)
-        times = []
-        for choice, shown in [("transformer", True), ("synthetic", False)] * 3:
-            t0 = time.perf_counter()
-            page.get_by_text(choice, exact=True).first.click()
-            (expect(corpus).to_be_visible if shown else expect(corpus).to_be_hidden)(timeout=30_000)
-            times.append(time.perf_counter() - t0)
-        still = manager_running(tmp_path / "runs")
+        times = shots.rerun_times_while_demo_trains(page, url)
+        still = shots.demo_still_training(tmp_path / "runs")
         browser.close()
     print(f"widget rerun times while training: {[round(t, 3) for t in times]} s")
     assert still, "the demo finished before the clicks were made: nothing was checked under load"
     assert len(times) == 6  # every flip answered (a rerun that never came fails expect's timeout above)
-
-
-def manager_running(root) -> bool:
-    """True while the demo is still training: its last ensemble (the widest width of phase 2) is not stored yet."""
-    from wdscale.science.study import DEMO
-    from wdscale.training.store import RunStore
-
-    if not (Path(root) / "index.sqlite").exists():
-        return True
-    return not any(r["width"] == max(DEMO["widths"]) for r in RunStore(root).records())
 
 
 def test_tour_every_step_draws_in_both_modes_and_deep_links_open_their_step(tmp_path):

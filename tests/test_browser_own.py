@@ -1,26 +1,13 @@
 """Real browser: a model file of $WDSCALE_MODELS (a copy of examples/nanogpt.py) is loaded on the Train page (its
 classes table and measured ETA), trained as a tiny study with live progress, and its spectra are drawn on the
 Spectra page under the file's own parameter names."""
-import importlib.util
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+from _browser import ROOT, shots  # noqa: E402  (skips the module without a browser)
 
 pytestmark = pytest.mark.browser
-
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("WDSCALE_REQUIRE_BROWSER") == "1":
-        raise RuntimeError(f"WDSCALE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
-
-spec = importlib.util.spec_from_file_location("wdscale_screenshots", ROOT / "docs" / "screenshots.py")
-shots = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shots)
 
 
 def fill(page, label: str, value: str) -> None:

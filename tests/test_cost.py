@@ -18,7 +18,7 @@ def cfg(model="synthetic", width=64, steps=100, **kw):
 
 def test_flops_and_memory_are_the_models_own():
     from wdscale.models import transformer
-    from wdscale.show.bench import member_flops
+    from wdscale.cli.bench import member_flops
     from wdscale.training.train import synthetic_memory_estimate
 
     s, t = cfg(), cfg("transformer", width=64)

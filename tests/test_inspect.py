@@ -12,6 +12,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from wdscale.science import inspect as ck
+from wdscale.show import inspect_plots
 from wdscale.cli import main
 from wdscale.core.theory import implied_wd_exponent
 
@@ -230,10 +231,10 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, capsys, fmt):
 def test_figures_and_rows():
     sums = [ck.summarize(gpt2_sd(d, orth=True, scale=(d / 32) ** 0.5), f"d{d}") for d in (32, 64, 128)]
     rep = ck.compare(sums)
-    fig = ck.ratio_figure(rep)
+    fig = inspect_plots.ratio_figure(rep)
     assert len(fig.data) >= 4 and all(abs(y - 2.0) < 1e-3 for tr in fig.data if tr.name and "matrix" in tr.name
                                       for y in tr.y)
-    wf = ck.width_figure(rep)
+    wf = inspect_plots.width_figure(rep)
     assert any("d^+0.50" in tr.name for tr in wf.data)
     from wdscale.show.export import figure_csv
 
@@ -241,7 +242,7 @@ def test_figures_and_rows():
     rows = ck.matrix_rows(rep)
     assert rows[0]["top_sv d=32"] > 0 and "ratio" in rows[0]
     assert ck.checkpoint_rows(sums[0])
-    assert ck.ratio_figure({"checkpoints": sums[:1], "matched": {}}).layout.annotations  # empty state
+    assert inspect_plots.ratio_figure({"checkpoints": sums[:1], "matched": {}}).layout.annotations  # empty state
 
 
 def test_app_page_paths_on_disk(tmp_path, monkeypatch):

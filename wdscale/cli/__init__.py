@@ -21,15 +21,15 @@ from ..core.rules import RULES, format_table, resolve, rule_json
 
 # Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
 PLUGINS = {
-    "report": ("wdscale.science.report", "transfer verdict of a stored sweep (optimal LR per width, drift, regret)"),
-    "bench": ("wdscale.show.bench", "measure speed on this machine (matmul peak, MFU, ensemble speedup)"),
-    "validate": ("wdscale.science.validate", "reproduce the paper's claims with the tool itself"),
-    "demo": ("wdscale.science.study", "the Home page's steady-state demo, headless (proxy optimum, then transfer)"),
-    "study": ("wdscale.science.study", "a preset transfer study: --preset lm (one-pass LM regime) or lm-epochs (multi-epoch)"),
-    "inspect": ("wdscale.science.inspect", "σ_top of your own checkpoints, matched by name across widths"),
-    "gallery": ("wdscale.science.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
-    "coord": ("wdscale.science.coord", "coordinate check (mup's): module output RMS vs width, built-in or your model file"),
-    "tour": ("wdscale.show.tour", "the guided tour as one self-contained HTML file (--out FILE.html)"),
+    "report": ("wdscale.cli.report", "transfer verdict of a stored sweep (optimal LR per width, drift, regret)"),
+    "bench": ("wdscale.cli.bench", "measure speed on this machine (matmul peak, MFU, ensemble speedup)"),
+    "validate": ("wdscale.cli.validate", "reproduce the paper's claims with the tool itself"),
+    "demo": ("wdscale.cli.study", "the Home page's steady-state demo, headless (proxy optimum, then transfer)"),
+    "study": ("wdscale.cli.study", "a preset transfer study: --preset lm (one-pass LM regime) or lm-epochs (multi-epoch)"),
+    "inspect": ("wdscale.cli.inspect", "σ_top of your own checkpoints, matched by name across widths"),
+    "gallery": ("wdscale.cli.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
+    "coord": ("wdscale.cli.coord", "coordinate check (mup's): module output RMS vs width, built-in or your model file"),
+    "tour": ("wdscale.cli.tour", "the guided tour as one self-contained HTML file (--out FILE.html)"),
 }
 
 

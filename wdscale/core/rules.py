@@ -42,6 +42,8 @@ Rules (Fan et al. 2025, arXiv 2510.15262, and the variants users of microsoft/mu
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 import re
 from dataclasses import dataclass
@@ -420,3 +422,15 @@ def format_table(res: Resolved, steps: int | None = None, head_dim: int = 32) ->
     lines.append("torch AdamW applies p <- p * (1 - lr*wd) each step; tau = 1/(lr*wd).  fan_in: the inputs each output "
                  "sums over (a lookup table's is 1).")
     return "\n".join(lines)
+
+
+def infer_width(sd: dict) -> int:
+    """The model width d: the most common dimension over all vectors and matrices (norm gains, residual
+    projections and the embedding's second axis are all d)."""
+    dims = Counter()
+    for t in sd.values():
+        if t.is_floating_point() and 1 <= t.ndim <= 2:
+            dims.update(t.shape)
+    if not dims:
+        raise ValueError("no vectors or matrices to infer the width from; pass --widths")
+    return dims.most_common(1)[0][0]

@@ -20,15 +20,14 @@ import io
 import json
 import math
 import re
-import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.rules import CLASSES, classify_tensor, rule_exponents
+from ..core.rules import CLASSES, classify_tensor, infer_width, rule_exponents
+from ..core.spectra import top_sv  # noqa: F401 (also read as inspect.top_sv)
 from ..core.theory import implied_wd_exponent
 
 # Keys under which training scripts nest the model's state dict (nanoGPT: "model"; Lightning: "state_dict").
@@ -36,7 +35,6 @@ NEST_KEYS = ("model", "state_dict", "model_state_dict", "module", "net", "networ
 # Prefixes that torch.compile and DDP add to every name; stripped so compiled and plain runs match by name.
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-EXACT_BELOW = 256  # min(m, n) at or below this: the full SVD is cheaper than iterating
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,72 +156,6 @@ def load_state_dict(src, where: str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Top singular value
-# ---------------------------------------------------------------------------------------------
-def top_sv(W: torch.Tensor, block: int = 8, max_steps: int = 40, tol: float = 1e-6, seed: int = 0) -> float:
-    """σ_top of a matrix: exact SVD when small, else randomized block Krylov (``krylov_top_sv``)."""
-    W = W.detach()
-    if W.ndim != 2:
-        W = W.reshape(W.shape[0], -1)
-    W = W.float()
-    if min(W.shape) == 0:
-        return 0.0
-    if min(W.shape) <= EXACT_BELOW or min(W.shape) <= 2 * block:
-        return float(torch.linalg.svdvals(W)[0])
-    g = torch.Generator().manual_seed(seed)
-    V0 = torch.randn(min(W.shape), block, generator=g, dtype=torch.float64)
-    return krylov_top_sv(W, V0, max_steps, tol)[0]
-
-
-def krylov_top_sv(W: torch.Tensor, V0: torch.Tensor, max_steps: int = 40, tol: float = 1e-6):
-    """(σ_top, Ritz vectors) by block Krylov from the block ``V0`` (on W's shorter side).
-
-    Each step multiplies the newest block by W and Wᵀ (two passes over W) and adds it to an orthonormal basis
-    V of the Krylov space span{V0, WᵀW V0, (WᵀW)² V0, ...}; the Rayleigh-Ritz value √λ_max(VᵀWᵀWV) is a lower
-    bound on σ_top that converges without needing a gap between σ₁ and σ₂ (block Krylov, Musco & Musco 2015).
-    Stops after ``max_steps`` or when it moves by less than ``tol`` (relative).  fp32 products, fp64 basis.
-    The returned Ritz vectors (CPU fp32, best first, as many as V0 has columns) warm-start the next call on a
-    matrix that has moved a little (``monitor.SpectralMonitor``).
-
-    Batched: W (B, m, n) and V0 (B, n, k) give (B,) values and (B, n, k) vectors, one host round trip per step
-    for the whole batch (what makes it cheap on a GPU)."""
-    single = W.ndim == 2
-    if single:
-        W, V0 = W[None], V0[None]
-    if W.shape[1] < W.shape[2]:
-        W = W.transpose(1, 2)  # a view: keep the long side first, the basis lives on the short side
-    n, block = W.shape[2], V0.shape[2]
-    # The small fp64 linear algebra (QR, eigh of n x k blocks) stays on the CPU: on a GPU each such call
-    # costs ~1 ms of solver latency, far more than moving n x k numbers.
-    V = torch.linalg.qr(V0.detach().to("cpu", torch.float64))[0]
-    Vs, Zs, est, evecs = [], [], None, None
-    for step in range(max(1, max_steps)):
-        Yt = V.transpose(1, 2).to(W.device, W.dtype) @ W.transpose(1, 2)  # (B, k, m): the fast layout
-        Z = (Yt @ W).to("cpu", torch.float64).transpose(1, 2)           # (B, n, k) = WᵀW V
-        Vs.append(V)
-        Zs.append(Z)
-        Vb = torch.cat(Vs, 2)
-        T = Vb.transpose(1, 2) @ torch.cat(Zs, 2)
-        e, evecs = torch.linalg.eigh(0.5 * (T + T.transpose(1, 2)))
-        new = e[:, -1].clamp_min(0).sqrt()
-        done = est is not None and bool(((new - est).abs() <= tol * new).all())
-        est = new
-        if done or step == max_steps - 1 or Vb.shape[2] + block > n:
-            break
-        proj = lambda X: X - Vb @ (Vb.transpose(1, 2) @ X)  # noqa: E731
-        R = proj(proj(Z))                                   # twice is enough (CGS2)
-        dead = R.flatten(1).norm(dim=1) <= 1e-12 * Z.flatten(1).norm(dim=1).clamp_min(1e-300)
-        if bool(dead.all()):
-            break  # Krylov space exhausted: the Ritz values are exact
-        if bool(dead.any()):  # exhausted members get fresh directions: the basis must stay orthonormal
-            R[dead] = proj(torch.randn(R.shape, dtype=R.dtype, generator=torch.Generator().manual_seed(step)))[dead]
-        V = torch.linalg.qr(proj(torch.linalg.qr(R)[0]))[0]
-    ritz = (Vb @ evecs[..., -block:].flip(-1)).to(torch.float32)
-    est = est.tolist()
-    return (est[0], ritz[0]) if single else (est, ritz)
-
-
-# ---------------------------------------------------------------------------------------------
 # One checkpoint
 # ---------------------------------------------------------------------------------------------
 def class_of(name: str, t: torch.Tensor, width: int, overrides: dict | None = None) -> str:
@@ -243,18 +175,6 @@ def layer_of(name: str) -> int | None:
     """The block index of a parameter: the first all-digit dotted component (h.3.attn... -> 3)."""
     m = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
     return int(m.group(1)) if m else None
-
-
-def infer_width(sd: dict) -> int:
-    """The model width d: the most common dimension over all vectors and matrices (norm gains, residual
-    projections and the embedding's second axis are all d)."""
-    dims = Counter()
-    for t in sd.values():
-        if t.is_floating_point() and 1 <= t.ndim <= 2:
-            dims.update(t.shape)
-    if not dims:
-        raise ValueError("no vectors or matrices to infer the width from; pass --widths")
-    return dims.most_common(1)[0][0]
 
 
 def summarize(sd: dict, path: str = "", width: int | None = None, overrides: dict | None = None, **sv_kw) -> dict:
@@ -489,140 +409,11 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
-CLASS_COLORS = {"matrix": "#1f77b4", "embedding": "#2ca02c", "readout": "#d62728", "vector": "#7f7f7f"}
-
-
 def _pattern(name: str) -> str:
     return re.sub(r"(^|\.)\d+(\.|$)", r"\1*\2", name, count=1)
-
-
-def ratio_figure(report: dict, title: str | None = None):
-    """σ_top target/proxy ratio per layer: one line per sublayer (name with the block index as *), coloured by
-    class; the band is ±tol around 1 (matched)."""
-    import plotly.graph_objects as go
-
-    from ..show.plots import LAYOUT, _empty
-
-    ws = report.get("widths", [])
-    title = title or (f"σ_top ratio, d={ws[report['target']]} / d={ws[report['base']]}" if report.get("matched")
-                      else "σ_top ratio")
-    pts = [(n, m) for n, m in report.get("matched", {}).items() if m["ratio"] is not None]
-    if not pts:
-        return _empty(title, "give two or more checkpoints with matrices of the same names")
-    layers = sorted({m["layer"] for _, m in pts if m["layer"] is not None})
-    cats = ["other"] + [str(x) for x in layers]
-    by = {}
-    for n, m in pts:
-        key = _pattern(n) if m["layer"] is not None else n
-        by.setdefault((m["class"], key), []).append((n, m))
-    symbols = ["circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down", "pentagon"]
-    fig = go.Figure()
-    tol = report.get("tol", 0.1)
-    fig.add_hrect(y0=1 - tol, y1=1 + tol, fillcolor="#2ca02c", opacity=0.08, line_width=0)
-    fig.add_hline(y=1, line=dict(color="black", dash="dash", width=1))
-    for i, ((cls, key), items) in enumerate(sorted(by.items())):
-        xs = [str(m["layer"]) if m["layer"] is not None else "other" for _, m in items]
-        fig.add_trace(go.Scatter(
-            x=xs, y=[m["ratio"] for _, m in items], name=f"{key} ({cls})", mode="lines+markers" if len(items) > 1
-            else "markers", line=dict(color=CLASS_COLORS.get(cls, "#333"), width=1),
-            marker=dict(symbol=symbols[i % len(symbols)], size=8, color=CLASS_COLORS.get(cls, "#333")),
-            customdata=[[n, m["alpha"] if m["alpha"] is not None else float("nan")] for n, m in items],
-            hovertemplate="%{customdata[0]}<br>ratio %{y:.4f}<br>α %{customdata[1]:+.3f}<extra>" + cls + "</extra>"))
-    fig.update_layout(title=title, xaxis_title="layer (block index; 'other' = outside the blocks)",
-                      yaxis_title="σ_top(target) / σ_top(proxy)", **LAYOUT)
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=cats)
-    return fig
-
-
-def width_figure(report: dict, title: str = "σ_top vs width per class (geometric mean over matrices)"):
-    """log-log σ_top vs width per class, with the fitted d^α in the legend (meaningful from 3 widths)."""
-    import plotly.graph_objects as go
-
-    from ..show.plots import LAYOUT, _empty
-
-    ws = report.get("widths", [])
-    if len(set(ws)) < 2:
-        return _empty(title, "give checkpoints of two or more widths")
-    order = sorted(range(len(ws)), key=lambda i: ws[i])
-    fig = go.Figure()
-    for cls in CLASSES:
-        ms = [m for m in report["matched"].values() if m["class"] == cls and not m["tied_to"]
-              and all(s > 0 for s in m["top_sv"])]
-        if not ms:
-            continue
-        gm = np.exp(np.mean([np.log(m["top_sv"]) for m in ms], axis=0))
-        a = _slope([ws[i] for i in order], [gm[i] for i in order])
-        fig.add_trace(go.Scatter(x=[ws[i] for i in order], y=[float(gm[i]) for i in order], mode="lines+markers",
-                                 name=f"{cls} (n={len(ms)}): d^{a:+.2f}" if a is not None else cls,
-                                 line=dict(color=CLASS_COLORS.get(cls, "#333"))))
-    fig.update_layout(title=title, xaxis_title="width d", yaxis_title="σ_top", **LAYOUT)
-    fig.update_xaxes(type="log", tickvals=sorted(set(ws)))
-    fig.update_yaxes(type="log")
-    return fig
 
 
 def to_json(report: dict) -> str:
     from ..training.store import _clean
 
     return json.dumps(_clean(report))
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI plugin: `wdscale inspect`
-# ---------------------------------------------------------------------------------------------
-def _override(s: str):
-    import argparse
-
-    if "=" not in s:
-        raise argparse.ArgumentTypeError(f"{s!r}: expected REGEX=CLASS")
-    pat, cls = s.rsplit("=", 1)
-    if cls not in CLASSES:
-        raise argparse.ArgumentTypeError(f"unknown class {cls!r}; choose from {', '.join(CLASSES)}")
-    try:
-        re.compile(pat)
-    except re.error as e:
-        raise argparse.ArgumentTypeError(f"bad regex {pat!r}: {e}")
-    return pat, cls
-
-
-def configure(p) -> None:
-    from ..cli import _finite, _num_list
-    from ..core.rules import RULES
-
-    p.description = ("σ_top, ‖W‖_F and stable rank of every matrix in your checkpoints (safetensors or a torch "
-                     "state dict, loaded with weights_only=True); given several widths, the σ_top ratio per "
-                     "matrix, the fitted width exponent α and the λ exponent that would hold σ_top flat.")
-    p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoint files (or folders of shards)")
-    p.add_argument("--base", default=None, metavar="CKPT", help="the proxy (default: the narrowest)")
-    p.add_argument("--widths", type=_num_list(int), default=None, help="width per CKPT, in order, --base first if it is not a CKPT (default: inferred)")
-    p.add_argument("--rule", default="mup", choices=list(RULES),
-                   help="how the checkpoints' widths were trained (for the λ exponent; default mup: η ∝ 1/d, "
-                        "λ fixed)")
-    p.add_argument("-a", type=_finite, default=None, help="custom rule: matrix lr ~ m^-a")
-    p.add_argument("-b", type=_finite, default=None, help="custom rule: matrix wd ~ m^b")
-    p.add_argument("--tol", type=_finite, default=0.10, help="relative σ_top change still counted as matched")
-    p.add_argument("--override", type=_override, action="append", default=[], metavar="REGEX=CLASS",
-                   help="class of the parameters whose name matches REGEX (repeatable)")
-    p.add_argument("--json", action="store_true")
-
-
-def run(args) -> int:
-    if args.tol <= 0:
-        raise ValueError(f"--tol must be > 0, got {args.tol}")
-    if (args.a is not None or args.b is not None) and args.rule != "custom":
-        raise ValueError("-a/-b are the exponents of --rule custom; add --rule custom (or drop -a/-b)")
-    if args.widths is not None and any(w <= 0 for w in args.widths):
-        raise ValueError(f"widths must be positive, got {args.widths}")
-    report = inspect(args.ckpts, base=args.base, widths=args.widths, overrides=dict(args.override),
-                     rule=args.rule, a=args.a, b=args.b, tol=args.tol)
-    if args.json:
-        print(to_json(report))
-    else:
-        print(format_report(report))
-    return 0
-
-
-if __name__ == "__main__":  # python -m wdscale.science.inspect CKPT ...
-    from ..cli import main
-
-    sys.exit(main(["inspect", *sys.argv[1:]]))

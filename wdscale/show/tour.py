@@ -576,24 +576,3 @@ def write_html(path, study: str | None = None, store=None, gallery_root=None) ->
             "network_references": len(network_references(doc)), "source": data["label"]}
 
 
-# -- CLI plugin: ``wdscale tour --out FILE.html [--store DIR | --study NAME]`` -------------------------------------
-def configure(p) -> None:
-    p.description = ("The guided tour (the app's Tour page) as one self-contained HTML file: seven steps, every "
-                     "figure interactive, plotly.js inlined once, nothing fetched from the network.")
-    p.add_argument("--out", required=True, help="the HTML file to write")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--store", default=None, help="a run store holding the demo (wdscale demo --out DIR)")
-    src.add_argument("--study", default=None, help=f"a reference study (default {DEFAULT_STUDY}; `wdscale gallery list`)")
-
-
-def run(args) -> int:
-    from ..training.store import RunStore
-
-    store = RunStore(args.store, create=False) if args.store else None
-    out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name such as tour.html")
-    res = write_html(out, study=args.study, store=store)
-    print(f"wrote {res['path']}: {res['bytes'] / 1e6:.2f} MB, {res['figures']} figures, plotly.js inlined once, "
-          f"{res['network_references']} network references ({res['source']})")
-    return 0

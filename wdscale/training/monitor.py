@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.rules import CLASSES, classify_model
+from ..core.rules import CLASSES, classify_model, infer_width
 
 BATCH_BYTES = 256 * 2**20  # at most this much stacked copy of same-shape matrices at a time
 COLUMNS = ["step", "group", "name", "class", "shape", "lr", "weight_decay", "top_sv", "fro", "fro_pred",
@@ -73,8 +73,6 @@ class SpectralMonitor:
                     cls = label
                 else:
                     if inferred is None:
-                        from ..science.inspect import infer_width
-
                         inferred = classify_model(model, width or infer_width(dict(model.named_parameters())),
                                                   base_model, overrides, strict=False)
                     cls = inferred.get(n, "matrix")
@@ -123,14 +121,14 @@ class SpectralMonitor:
         return {id(p): p.detach().clone() for _, _, mats in self.groups for _, p, _ in mats}
 
     def _top_svs(self, params: list) -> dict[int, float]:
-        """σ_top of every matrix by block Krylov (``checkpoint.krylov_top_sv``) from the last record's Ritz
+        """σ_top of every matrix by block Krylov (``core.spectra.krylov_top_sv``) from the last record's Ritz
         vectors, ``power_iters`` passes (``first_iters`` the first time).
 
         A single warm vector stalls at %-level errors when σ₁ ≈ σ₂ and W rotates between records (early
         training); a block of ``block`` warm vectors and their Krylov space with Rayleigh-Ritz reach ~1e-4 for
         the same few passes.  Matrices of one shape go through together (one host round trip per pass for
         all of them: on a GPU the round trips, not the flops, are the cost).  Each value is a lower bound."""
-        from ..science.inspect import krylov_top_sv
+        from ..core.spectra import krylov_top_sv
 
         out, by_shape = {}, {}
         for p in params:

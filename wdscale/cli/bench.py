@@ -457,33 +457,15 @@ def ui_rerun_while_training(n_flips: int = 6, demo_steps: int = 400, env: dict |
     spec = importlib.util.spec_from_file_location("wdscale_screenshots", root / "docs" / "screenshots.py")
     shots = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shots)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    times, still = [], None
     with tempfile.TemporaryDirectory() as tmp, \
             shots.streamlit_server(Path(tmp) / "runs", {"WDSCALE_DEMO_STEPS": str(demo_steps), **(env or {})}) as url, \
             sync_playwright() as p:
         browser = shots.launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url + "/")
-        button = page.get_by_role("button", name="Run the demo")
-        expect(button).to_be_visible(timeout=60_000)
-        button.click()
-        expect(page.get_by_text("training width").first).to_be_visible(timeout=60_000)
-        page.goto(url + "/train")
-        expect(page.get_by_role("heading", name="Train a study")).to_be_visible(timeout=60_000)
-        corpus = page.get_by_text("Corpus", exact=True)
-        for k in range(n_flips):
-            choice, shown = (("transformer", True), ("synthetic", False))[k % 2]
-            t0 = time.perf_counter()
-            page.get_by_text(choice, exact=True).first.click()
-            (expect(corpus).to_be_visible if shown else expect(corpus).to_be_hidden)(timeout=30_000)
-            times.append(time.perf_counter() - t0)
-        from ..science.study import DEMO
-        from ..training.store import RunStore
-
-        idx = Path(tmp) / "runs" / "index.sqlite"
-        still = not idx.exists() or not any(r["width"] == max(DEMO["widths"]) for r in RunStore(Path(tmp) / "runs").records())
+        times = shots.rerun_times_while_demo_trains(page, url, n_flips)
+        still = shots.demo_still_training(Path(tmp) / "runs")
         browser.close()
     return {"ui_rerun_s_while_training": statistics.median(times), "ui_rerun_times_s": times,
             "ui_rerun_demo_still_training": still, "ui_rerun_env": env or {}}
