@@ -22,6 +22,7 @@ PAGES = [
     st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
     st.Page("pages/transfer.py", title="Transfer", icon=":material/target:"),
     st.Page("pages/regimes.py", title="Regimes", icon=":material/compare_arrows:"),
+    st.Page("pages/scan.py", title="Which λ transfers", icon=":material/tune:", url_path="scan"),
     st.Page("pages/steady_state.py", title="Steady state", icon=":material/balance:"),
     st.Page("pages/diagnostics.py", title="Diagnostics", icon=":material/troubleshoot:"),
     st.Page("pages/inspect.py", title="Inspect your model", icon=":material/biotech:"),

@@ -131,12 +131,16 @@ def wait_idle(page, settle: float = 1.5) -> None:
     time.sleep(settle)  # plotly draws after the script finishes
 
 
-def tour_steps(page, url: str, out: Path | None = None, present: bool = False, n_steps: int = 7) -> list[int]:
+def tour_steps(page, url: str, out: Path | None = None, present: bool = False,
+               n_steps: int | None = None) -> list[int]:
     """Walk the Tour from step 1 with its Next button; per step wait for the heading and a drawn figure (an SVG
     inside the plotly chart), optionally save docs/screenshots/tour_step<N>[_present].png.  Returns the steps
     whose page showed an exception (empty when all is well)."""
     from playwright.sync_api import expect
 
+    from wdscale.show.tour import N_STEPS
+
+    n_steps = n_steps or N_STEPS
     page.goto(f"{url}/tour?step=1" + ("&present=1" if present else ""))
     bad = []
     for n in range(1, n_steps + 1):

@@ -229,10 +229,42 @@ def show(fig, name: str, key: str | None = None) -> None:
 
 
 # -- live job panel ------------------------------------------------------------------------------------
+def job_id(job_key: str) -> str | None:
+    """This session's job under ``job_key``; where it has none running, one another tab or an earlier page load
+    started under the same key (the manager finds it from its folder under the data dir), which this session
+    then follows."""
+    mgr = manager()
+    jid = st.session_state.get(job_key)
+    job = mgr.get(jid)
+    if job is not None and job.status in ("queued", "running"):
+        return jid
+    other = mgr.active(job_key)
+    if other is not None:
+        st.session_state[job_key] = jid = other
+    return jid if mgr.get(jid) is not None else None
+
+
+def job_running(job_key: str) -> bool:
+    """Whether a job under ``job_key`` (this session's, or one found from the data dir) is queued or training."""
+    snap = manager().snapshot(job_id(job_key), records=False, live_only=True)
+    return snap is not None and snap["status"] in ("queued", "running")
+
+
+def _process_words(snap: dict) -> str:
+    p = snap.get("process") or {}
+    if not p:
+        return "its own process"
+    return f"its own process: {p['threads']} threads, nice {p['nice']}, OpenMP wait policy {p['policy']}"
+
+
 def job_status_line(snap: dict) -> str:
     s = snap["status"]
     if s == "queued":
         return f"queued (position {snap.get('queue_position', '?')}): another study is training; this one starts next"
+    if s == "running" and snap.get("cancelling"):
+        return "cancelling: the training process checkpoints the running ensemble and stops …"
+    if s == "running" and snap.get("starting"):
+        return f"training: starting ({_process_words(snap)}); loading and planning …"
     if s == "running":
         eta = snap["eta_s"]
         eta_s = f", ETA {eta:.0f} s" if eta is not None else ""
@@ -244,6 +276,13 @@ def job_status_line(snap: dict) -> str:
     if s == "cancelled":
         return "cancelled: finished ensembles are in the store; the interrupted one is stored as partial"
     return f"error: {snap['error']}"
+
+
+def job_error_text(snap: dict) -> str:
+    """The one message a failed job shows: what stopped it, and that nothing stored is lost."""
+    return (f"Training stopped: {snap['error']}. Runs finished before it are in the store; training the same study "
+            "again trains only what is missing (an interrupted ensemble resumes from its last checkpoint, if it has "
+            "one).")
 
 
 def live_curves_fig(snap: dict):
@@ -263,7 +302,7 @@ def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
 
     Polls every 2 s while the job is queued/running (a fragment, so only this part reruns); when the job
     ends it reruns the whole page once so the results below are drawn from the store."""
-    jid = st.session_state.get(job_key)
+    jid = job_id(job_key)  # this session's, or one a reload or another tab finds running
     # the records are copied once per page run (the 2 s poll below copies only the live curves)
     snap = manager().snapshot(jid, records=True, live_only=True)
     if snap is None:
@@ -276,9 +315,10 @@ def job_panel(job_key: str, show_curves: bool = True) -> dict | None:
 
 
 def _draw_panel(snap: dict, job_key: str, show_curves: bool, live: bool) -> None:
-    st.progress(snap["fraction"], text=job_status_line(snap))
-    if snap["status"] == "error":
-        st.error(f"training failed: {snap['error']}")
+    if snap["status"] == "error":  # one message (a crash in the training process; the server goes on)
+        st.error(job_error_text(snap), icon=":material/error:")
+    else:
+        st.progress(snap["fraction"], text=job_status_line(snap))
     if live and st.button("Cancel", key=f"cancel_{job_key}"):
         manager().cancel(snap["id"])
     if show_curves and snap["curves"]:
@@ -302,13 +342,13 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
     ``then`` (records -> configs) adds a second phase (the demo)."""
     from wdscale.training.train import TrainOptions
 
-    old = manager().snapshot(st.session_state.get(job_key))
-    if old is not None and old["status"] in ("queued", "running"):
-        st.warning("this session already has a study training; cancel it first")
+    if job_running(job_key):
+        st.warning("this study is already training (here or in another tab); cancel it first")
         return False
     try:
         st.session_state[job_key] = manager().submit(configs, label=label, opts=TrainOptions(device=device),
-                                                     then=then, expected_member_steps=expected_member_steps)
+                                                     then=then, expected_member_steps=expected_member_steps,
+                                                     key=job_key)
     except (ValueError, FileNotFoundError) as e:
         st.error(str(e))
         return False
@@ -317,14 +357,13 @@ def submit(job_key: str, configs, label: str, device: str = "cpu", then=None,
 
 def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta: dict | None = None,
                  members: str = "auto") -> bool:
-    """Start a preset study (wdscale.science.study.run_demo) for this session as one background job; False with an
+    """Start a preset study (wdscale.science.study.run_study) for this session as one background job; False with an
     st.error on bad input.  ``eta`` (cost.phases_eta's dict) drives its progress bar and live ETA; ``members`` is
     a model file's member path (TrainOptions.members)."""
     from wdscale.training.train import TrainOptions
 
-    old = manager().snapshot(st.session_state.get(job_key))
-    if old is not None and old["status"] in ("queued", "running"):
-        st.warning("this session already has this study training; cancel it first")
+    if job_running(job_key):
+        st.warning("this study is already training (here or in another tab); cancel it first")
         return False
     wc = None
     if eta and eta.get("member_steps"):
@@ -332,23 +371,11 @@ def submit_study(job_key: str, spec: dict, steps: int, device: str = "cpu", eta:
     try:
         st.session_state[job_key] = manager().submit_study(
             spec, steps, label=spec.get("name", "study"), opts=TrainOptions(device=device, members=members),
-            expected_seconds=(eta or {}).get("seconds") or None, width_cost=wc)
+            expected_seconds=(eta or {}).get("seconds") or None, width_cost=wc, key=job_key)
     except (ValueError, FileNotFoundError) as e:
         st.error(str(e))
         return False
     return True
-
-
-def fmt_table(res, steps: int) -> list[dict]:
-    """Rows of Resolved.table(steps) for st.dataframe."""
-    import math
-
-    rows = []
-    for cls, r in res.table(steps).items():
-        rows.append({"class": cls, "lr η": r["lr"], "wd λ (torch)": r["wd"], "decay/step η·λ": r["decay_per_step"],
-                     "τ = 1/(ηλ) steps": None if math.isinf(r["tau"]) else r["tau"],
-                     "steps/τ": r.get("steps_over_tau")})
-    return rows
 
 
 # -- ETA before Train: wdscale.training.cost, calibrated on this machine once (in the background, never blocking) ----------

@@ -99,20 +99,32 @@ def _regimes():
 RULE_COLUMNS = {"mup": "λ fixed (`mup`)", "wd": "λ ∝ √d (`wd`)", "indep": "λ ∝ d (`indep`)", "fitted": "fitted"}
 
 
-def regime_table(studies: list[dict]) -> str:
-    """The regime finding as a Markdown table: per reference study its regime, best rule and every rule's drift of
-    the optimal η₀ (octaves per width doubling) with its 95% CI, all from ``regimes.study_regime``."""
+@st.cache_data(show_spinner="reading the reference studies' λ scans …")
+def _scans() -> dict:
+    from wdscale.science import scan_run
+
+    return scan_run.reference_scans()
+
+
+def regime_table(studies: list[dict], scans: dict | None = None) -> str:
+    """The regime finding as a Markdown table: per reference study its regime, best rule, the λ exponent that
+    transfers (``scan_run.crossing_text``; "—" without a stored scan) and every rule's drift of the optimal η₀
+    (octaves per width doubling) with its 95% CI, all from ``regimes.study_regime``."""
+    from wdscale.science.scan_run import crossing_text
+    from wdscale.science.verdict import best_rule_label
+
     rules = [r for r in RULE_COLUMNS if any(r in s["rules"] for s in studies)]
-    lines = ["| regime (study, seeds) | best rule | " + " | ".join(RULE_COLUMNS[r] for r in rules) + " |",
-             "|---|---|" + "---|" * len(rules)]
+    lines = ["| regime (study, seeds) | best rule | λ exponent that transfers [CI] | "
+             + " | ".join(RULE_COLUMNS[r] for r in rules) + " |", "|---|---|---|" + "---|" * len(rules)]
     for s in studies:
         cells = []
         for r in rules:
             v = s["rules"].get(r)
             cells.append("-" if v is None else f"{v['drift']:+.2f} [{v['drift_ci'][0]:+.2f}, {v['drift_ci'][1]:+.2f}]")
-        best = f"`{s['best_rule']}`" + ("" if s.get("conclusive") else " (not settled)")
+        q = crossing_text(scans[s["name"]]) if s["name"] in (scans or {}) else "—"
         regime = s["regime"].replace("|", "/").replace("~", "≈")
-        lines.append(f"| {regime} ({s['name']}, {len(s.get('seeds') or [])}) | {best} | " + " | ".join(cells) + " |")
+        lines.append(f"| {regime} ({s['name']}, {len(s.get('seeds') or [])}) | {best_rule_label(s)} | {q} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -120,9 +132,11 @@ studies, _missing = _regimes()
 if studies:
     st.markdown("**The regime decides the rule.** Drift of the proxy's optimal η₀ in octaves per width doubling "
                 "(0 = it transfers; 95% CI over seeds), from the reference studies, no training:")
-    st.markdown(regime_table(studies))
+    st.markdown(regime_table(studies, _scans()))
     st.caption("Not settled: CIs overlap, or the one-pass optima sit below the steady state (S = Σηλ < 3). "
-               "Details, α per matrix and S at each optimum: the **Regimes** page.")
+               "Details, α per matrix and S at each optimum: the **Regimes** page. λ exponent that transfers: "
+               "where the drift crosses zero under λ ∝ d^q (the named rules are q = 0, ½, 1; no q in the grid: "
+               "\"none\"): the **Which λ transfers** page.")
 
 st.divider()
 st.subheader("Demo: see it in one click")
@@ -151,9 +165,12 @@ if cal is not None:
 secs = eta.get("seconds") or 0
 when = ("ETA being measured" if cal is None else f"≈ {secs:.0f} s" if secs < 90 else f"≈ {secs / 60:.0f} min") + \
     " on this machine"
-if st.button(f"Run the demo ({when}, {n_todo} runs)" if n_todo else
-             "Demo results are in the store (rerun is instant)", type="primary", disabled=n_todo == 0,
-             key="demo_button", help="the cost model's ETA (wdscale.training.cost), calibrated on this machine"):
+training = bool(n_todo) and _ui.job_running("demo_job")  # here, or started in another tab or before a reload
+label = ("The demo is training (below)" if training else f"Run the demo ({when}, {n_todo} runs)" if n_todo else
+         "Demo results are in the store (rerun is instant)")
+if st.button(label, type="primary", disabled=n_todo == 0 or training, key="demo_button",
+             help="the cost model's ETA (wdscale.training.cost), calibrated on this machine; the demo trains in "
+                  "a process of its own, on every core, at a lower priority than this page"):
     _ui.submit_study("demo_job", DEMO, steps, "cpu", eta=eta)
 _ui.job_panel("demo_job")
 if n_todo == 0:

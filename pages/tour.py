@@ -1,4 +1,4 @@
-"""Tour: the argument in seven steps, for a talk or a class (data and figures: wdscale.show.tour).
+"""Tour: the argument in eight steps, for a talk or a class (data and figures: wdscale.show.tour).
 
 The step lives in the URL (``?step=4``) so a slide can link straight to it; ``?present=1`` is presenter mode
 (sidebar hidden, large type, figures sized for a projector).  The whole tour downloads as one HTML file."""

@@ -2,7 +2,7 @@
 
     python scripts/build_tf_gallery.py tf-lm --preset lm [--seeds 0,1,2] [--work DIR] [--threads N]
 
-Runs ``wdscale.science.study.run_demo`` with the preset (the proxy's eta x lam grid at d0, then mup / wd / indep and the
+Runs ``wdscale.science.study.run_study`` with the preset (the proxy's eta x lam grid at d0, then mup / wd / indep and the
 fitted rule at every width; cached in the work store, so a second call only exports), records the wall time of
 the first, uncached build in DIR/build.json, and exports the compact read-only reference with a manifest whose
 grids (proxy, transfer, fitted) are explicit, so ``wdscale gallery reproduce NAME`` retrains exactly these runs.
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from wdscale.science import gallery  # noqa: E402
 from wdscale.models import presets  # noqa: E402
-from wdscale.science.study import proxy_seeds, run_demo, transfer_lrs  # noqa: E402
+from wdscale.science.study import proxy_seeds, run_study, transfer_lrs  # noqa: E402
 from wdscale.training.store import RunStore  # noqa: E402
 from wdscale.training.train import TrainOptions  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    s = run_demo(store, TrainOptions(), spec=spec)
+    s = run_study(store, TrainOptions(), spec=spec)
     seconds = time.perf_counter() - t0
     if info.is_file():
         build = json.loads(info.read_text())

@@ -541,7 +541,7 @@ def sec_mfu_autotune(ctx) -> dict:
 
 def study_chunks(spec: dict, corpus: str):
     """The ensembles the preset's study trains, in its order: proxy grid, transfer at the two smallest widths,
-    then the fitted rule at every width with the widest widths (as ``demo.run_demo``; a later phase reuses the
+    then the fitted rule at every width with the widest widths (as ``demo.run_study``; a later phase reuses the
     runs an earlier one stored).  (eta0, lam0) and the fitted b are placeholders: the plan's shapes do not
     depend on them."""
     import dataclasses

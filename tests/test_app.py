@@ -17,6 +17,7 @@ DEMO_STEPS = "6"
 def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WDSCALE_DATA", str(tmp_path / "runs"))
     monkeypatch.setenv("WDSCALE_DEMO_STEPS", DEMO_STEPS)
+    monkeypatch.setenv("WDSCALE_TORCH_THREADS", "1")  # the training process's threads: tiny models, shared cores
     return tmp_path / "runs"
 
 
@@ -37,7 +38,7 @@ def run_page(page: str | None):
 
 
 def demo_state(store) -> dict:
-    """Where the demo's three phases (proxy grid, transfer, fitted) stand in the store: Home runs run_demo."""
+    """Where the demo's three phases (proxy grid, transfer, fitted) stand in the store: Home runs run_study."""
     from wdscale.science.study import DEMO, _steps, preset_state
 
     return preset_state(DEMO, store, _steps(None))
@@ -116,18 +117,19 @@ def tiny(widths=(32,), lrs=(1e-2,), steps=40):
     return expand_grid("synthetic", widths, 32, ["mup"], lrs, [0.5], steps, [0], batch_size=16)
 
 
-def test_job_manager_queues_separates_and_cancels(tmp_path, one_thread):
+def test_job_manager_queues_separates_and_cancels(tmp_path, monkeypatch):
+    monkeypatch.setenv("WDSCALE_TORCH_THREADS", "1")
     mgr = JobManager(str(tmp_path / "runs"), max_concurrent=1)
     a = mgr.submit(tiny(steps=3000), label="a")
     t0 = time.time()
-    while mgr.snapshot(a)["status"] != "running" and time.time() - t0 < 30:
+    while mgr.snapshot(a)["status"] != "running" and time.time() - t0 < 60:
         time.sleep(0.05)
     b = mgr.submit(tiny(lrs=(2e-2,)), label="b")  # a holds the slot, so b waits
     time.sleep(0.3)
     assert mgr.snapshot(b)["status"] == "queued"  # one training slot
     assert mgr.snapshot(b)["queue_position"] == 1
     mgr.cancel(a)
-    assert mgr.wait(a, 60) and mgr.wait(b, 60)
+    assert mgr.wait(a, 300) and mgr.wait(b, 300)
     sa, sb = mgr.snapshot(a), mgr.snapshot(b)
     assert sa["status"] == "cancelled" and sb["status"] == "done"
     assert [r["lr"] for r in sb["records"]] == [2e-2]  # b sees only its own runs
@@ -146,26 +148,33 @@ def test_check_study_rejects_nonsense():
 
 
 def test_jobs_use_ray_when_the_address_is_set(tmp_path, monkeypatch):
-    import wdscale.show.jobs as jobs
+    import threading
 
+    import wdscale.training.sweep as sweep
+    from wdscale.show import child
+    from wdscale.training.train import TrainOptions
+
+    monkeypatch.setenv("WDSCALE_RAY_ADDRESS", "10.0.0.1:6379")
+    kw = JobManager(str(tmp_path / "runs"), threads=0).sweep_kwargs()
+    assert kw == {"executor": "ray", "address": "10.0.0.1:6379"}
     seen = {}
 
     def fake_run_sweep(configs, store, opts, on_event=None, cancel=None, on_record=None, **kw):
         seen.update(kw)
         return []
 
-    monkeypatch.setattr(jobs, "run_sweep", fake_run_sweep)
-    monkeypatch.setenv("WDSCALE_RAY_ADDRESS", "10.0.0.1:6379")
-    mgr = JobManager(str(tmp_path / "runs"), threads=0)
-    jid = mgr.submit(tiny())
-    assert mgr.wait(jid, 30)
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)  # the training process's task, run here
+    task = {"kind": "sweep", "configs": tiny(), "store_root": str(tmp_path / "runs"), "opts": TrainOptions(),
+            "sweep_kw": kw}
+    child.run_task(task, threading.Event(), lambda e: None)
     assert seen == {"executor": "ray", "address": "10.0.0.1:6379"}
-    monkeypatch.delenv("WDSCALE_RAY_ADDRESS")
-    seen.clear()
+    monkeypatch.undo()
+    monkeypatch.delenv("WDSCALE_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("WDSCALE_TORCH_THREADS", "1")
     local = JobManager(str(tmp_path / "runs"), threads=0)
+    assert local.sweep_kwargs() == {}  # local executor: run_sweep's defaults
     jid = local.submit(tiny())
-    assert local.wait(jid, 30) and local.snapshot(jid)["status"] == "done"
-    assert seen == {}  # local executor: run_sweep's defaults
+    assert local.wait(jid, 300) and local.snapshot(jid)["status"] == "done"
 
 
 def test_train_page_says_what_the_cuda_check_found_and_refuses_exp_warmup_with_mup(data_dir):
@@ -174,3 +183,72 @@ def test_train_page_says_what_the_cuda_check_found_and_refuses_exp_warmup_with_m
     at.selectbox(key="t_sched").set_value("exp_warmup").run()  # default rules mup, wd: width factor twice
     assert not at.exception
     assert any("exp_warmup" in e.value and "applies twice" in e.value for e in at.error), [e.value for e in at.error]
+
+
+EXITS = '''import os
+
+import torch
+
+
+def build(width):
+    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
+                               torch.nn.Linear(width, 2))
+
+
+def batches(seed):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randn(8, 4, generator=g)
+
+
+def val_batches():
+    return [torch.ones(8, 4)]
+
+
+def loss(model, batch):
+    if model[2].weight.shape[-1] >= 64:
+        os._exit(3)
+    return model(batch).pow(2).mean()
+'''
+
+
+def test_a_reload_sees_the_running_demo_and_cancels_it(data_dir):
+    """A fresh session (a browser reload, a second tab) of a server whose manager did not start the job: Home finds
+    the job under its key from the job's folder, shows it training, offers no second start, and its Cancel stops it."""
+    mgr = JobManager(str(data_dir))
+    jid = mgr.submit(tiny(steps=200_000), label="demo", key="demo_job")
+    t0 = time.time()
+    while mgr.snapshot(jid, records=False)["step"] == 0 and time.time() - t0 < 300:
+        time.sleep(0.2)
+    at = run_page(None)
+    button = at.button(key="demo_button")
+    assert button.disabled and button.label.startswith("The demo is training")
+    assert any((p.proto.text or "").startswith("training width 32") for p in at.get("progress")), \
+        [p.proto.text for p in at.get("progress")]
+    at.button(key="cancel_demo_job").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert mgr.wait(jid, 300) and mgr.snapshot(jid)["status"] == "cancelled"
+    at = run_page(None)
+    assert not at.button(key="demo_button").disabled
+
+
+def test_a_crashed_training_process_is_one_message_and_the_app_goes_on(data_dir, tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text(EXITS)
+    cs = expand_grid("exits", [32, 64], 32, ["mup"], [1e-2], [0.1], 4, [0], model_file=str(path))
+    from wdscale.training.train import TrainOptions
+
+    mgr = JobManager(str(data_dir))
+    jid = mgr.submit(cs, label="demo", key="demo_job", opts=TrainOptions(members="loop"))
+    assert mgr.wait(jid, 300)
+    at = app()
+    at.session_state["demo_job"] = jid  # the session that started it
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [err] = at.error
+    assert err.value.startswith("Training stopped: the training process exited with code 3 before it finished")
+    assert "in the store" in err.value
+    assert not at.get("progress")  # one message, not a bar beside it
+    assert [r["width"] for r in RunStore(data_dir).records()] == [32]  # stored before the crash
+    for page in ("pages/runs.py", "pages/train.py"):
+        run_page(page)  # the app goes on serving

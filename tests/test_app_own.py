@@ -160,7 +160,7 @@ def test_a_tiny_model_file_study_trains_live_and_its_spectra_show(models):
         raise AssertionError(f"no 'done' within 240 s: {texts(at)}")
     assert seen_live
     t = texts(at, ("success", "warning", "code", "markdown"))
-    assert "proxy d0=32" in t  # demo.format_summary of run_demo's result
+    assert "proxy d0=32" in t  # demo.format_summary of run_study's result
     assert any("Spectra" in p.proto.label for p in at.get("page_link"))
     assert at.button(key="t_mf_go").label.startswith("Show the summary")
 

@@ -89,7 +89,7 @@ def test_tour_every_step_draws_in_both_modes_and_deep_links_open_their_step(tmp_
         expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible(timeout=60_000)
         assert "step=4" in page.url
         assert shots.tour_steps(page, url) == []
-        assert "step=7" in page.url
+        assert "step=8" in page.url
         assert shots.tour_steps(page, url, present=True) == []
         expect(page.locator('[data-testid="stSidebar"]')).to_be_hidden()
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
@@ -97,7 +97,7 @@ def test_tour_every_step_draws_in_both_modes_and_deep_links_open_their_step(tmp_
 
 
 def test_exported_tour_renders_offline(tmp_path):
-    """The `wdscale tour` file opened from disk with every network request refused: all 7 figures draw."""
+    """The `wdscale tour` file opened from disk with every network request refused: all 8 figures draw."""
     from playwright.sync_api import sync_playwright
 
     from wdscale.show import tour
@@ -111,11 +111,11 @@ def test_exported_tour_renders_offline(tmp_path):
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((tmp_path / "tour.html").as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7", timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8", timeout=60_000)
         drawn = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].filter("
                               "d => d.querySelector('.main-svg') && d._fullData && d._fullData.length).length")
         browser.close()
-    assert drawn == res["figures"] == 7
+    assert drawn == res["figures"] == 8
     assert asked == [] and errors == []
 
 

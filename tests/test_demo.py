@@ -160,7 +160,9 @@ def test_demo_json_contract(tmp_path):
     for k in ("seconds", "min_steps_over_tau", "runs", "rules", "best_rule", "proxy", "sentence"):
         assert k in s, k
     rules = set(DEMO["rules"]) | {"fitted"}  # the paper's recipe taken literally runs beside the named rules
-    n = len(DEMO["widths"]) * len(rules) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
+    n = len(DEMO["widths"]) * len(DEMO["rules"]) * len(DEMO["lr_octaves"]) * len(DEMO["seeds"])
+    # the fitted rule: every lr at d0 (mup's twins there), its own fewer lrs above d0
+    n += (len(DEMO["lr_octaves"]) + (len(DEMO["widths"]) - 1) * len(DEMO["fitted_octaves"])) * len(DEMO["seeds"])
     assert len(s["runs"]) == n
     f = s["fitted"]  # b = e_mup / b_hat: mup's sigma_top width exponent over the proxy grid's lam exponent
     assert f["widths"] == sorted(DEMO["widths"])[:2] and f["b"] == round(f["e_mup"] / f["b_hat"], 2)
@@ -213,3 +215,53 @@ def test_a_fitted_exponent_no_run_can_use_skips_the_phase_with_its_reason():
     assert none == [] and "fitted not trained" in why and ">= 1" in why
     last = preset_phases(DEMO, 0.008, 10.0, b=5.0, steps=10)[2]
     assert last and not any(c.rule == "fitted" for c in last)  # the named rules' widest runs still train
+
+
+def test_d0_twins_are_trained_once_and_read_for_every_rule(tmp_path, one_thread):
+    """At the proxy width (m = 1) every mu-P rule is the same member: each (lr, wd, seed) there trains once (the
+    proxy grid's mup runs, or one member per lr the grid lacks), and every other rule's d0 run, the fitted one
+    included, is that run read back under its own id, with ``twin_of``.  The records stay complete."""
+    from wdscale.models import presets
+    from wdscale.science.study import fitted_configs, run_study, transfer_lrs
+    from wdscale.training.store import RunStore
+    from wdscale.training.sweep import plan
+
+    spec = dict(DEMO, proxy_lrs=presets.LADDER[5:9], proxy_wds=(1.0, 3.0), lr_octaves=(-0.5, 0.0, 0.5, 1.0),
+                fitted_octaves=(0.0, 0.5, 1.0), widths=(32, 64), seeds=(0, 1))
+    store = RunStore(tmp_path / "runs")
+    started = []
+    out = run_study(store, steps=8, spec=spec, on_event=lambda e: e["type"] == "start" and started.append(
+        (e["width"], e["n_members"])))
+    eta0, lam0 = out["proxy"]["eta0"], out["proxy"]["lam0"]
+    outside = [lr for lr in transfer_lrs(eta0, spec) if lr not in spec["proxy_lrs"]]
+    d0 = [(w, n) for w, n in started if w == 32]
+    grid = len(spec["proxy_lrs"]) * len(spec["proxy_wds"]) * 2
+    assert d0 == [(32, grid)] + ([(32, 2 * len(outside))] if outside else [])  # nothing at d0 trains twice
+    recs = {r["run_id"]: r for r in store.records()}
+    rows = [r for r in out["runs"] if r["width"] == 32]
+    assert {r["rule"] for r in rows} == {"mup", "wd", "indep", "fitted"}
+    for r in rows:  # every rule reports all of its d0 runs
+        assert len([x for x in rows if x["rule"] == r["rule"]]) == len(spec["lr_octaves"]) * 2
+        rec = recs[r["run_id"]]
+        if r["rule"] == "mup":
+            assert "twin_of" not in rec
+            continue
+        if r["lr"] in outside and r["rule"] != "fitted":  # trained with mup's run, in one ensemble member
+            assert "twin_of" not in rec
+            twin = next(x for x in recs.values() if x["rule"] == "mup" and x["width"] == 32 and
+                        (x["lr"], x["wd"], x["seed"]) == (rec["lr"], rec["wd"], rec["seed"]))
+        else:
+            twin = recs[rec["twin_of"]]
+        assert twin["rule"] == "mup" and (twin["lr"], twin["wd"], twin["seed"]) == (rec["lr"], rec["wd"], rec["seed"])
+        assert rec["final_loss"] == twin["final_loss"] and rec["top_sv"] == twin["top_sv"]
+        assert rec["rule"] == r["rule"] and (rec.get("b") is not None) == (r["rule"] == "fitted")
+        assert store.get(r["run_id"]) is not None and store.spectra(r["run_id"])["steps"].size
+        assert store.weights(r["run_id"]).keys() == store.weights(twin["run_id"]).keys()
+    assert sum(n for w, n in started if w == 64) == 2 * (3 * len(spec["lr_octaves"]) + len(spec["fitted_octaves"]))
+    assert store.check()["damaged"] == []
+    # a rerun trains nothing; a plan of the d0 fitted runs alone finds them stored
+    again = []
+    run_study(store, steps=8, spec=spec, on_event=lambda e: e["type"] == "start" and again.append(e))
+    assert again == []
+    fitted_d0 = [c for c in fitted_configs(eta0, lam0, 8, spec, "fitted", out["fitted"]["b"])[0] if c.width == 32]
+    assert fitted_d0 and plan(fitted_d0, store)[1] == []

@@ -84,6 +84,10 @@ def test_each_member_equals_a_plain_torch_loop(name, readout, path_kind):
     # init keep for the HF models (the reference), mu-P re-draw and a schedule for nanoGPT
     cfgs = _configs(path, "mup" if name == "nanogpt" else "keep", "cosine" if name == "nanogpt" else "constant")
     res = own.train_members(cfgs, TrainOptions(members=path_kind))
+    # vmap's batched kernels sum in another order than the loop's; after 20 Adam steps the weights differ at the
+    # 1e-5 level (measured 1.1e-5 on hf_gpt2 on an AMD EPYC, < 1e-5 on the earlier CI machine): rounding, not a
+    # different update (the tie itself is checked exactly in test_tied_weights_stay_tied_in_both_paths)
+    w_tol = 1e-5 if path_kind == "loop" else 2e-5
     assert all(r["extra"]["member_path"] == path_kind for r in res)
     for cfg, r in zip(cfgs, res):
         losses, weights = plain_loop(path, cfg, readout)
@@ -92,7 +96,7 @@ def test_each_member_equals_a_plain_torch_loop(name, readout, path_kind):
         assert _rel(got, torch.tensor(losses, dtype=torch.float64)) < 1e-5  # every step's loss
         for n, w in weights.items():
             for mine, ref in zip(_comparable(n, r["weights"][n]), _comparable(n, w)):
-                assert _fro(mine, ref) < 1e-5, n
+                assert _fro(mine, ref) < w_tol, n
         assert got[-1] < got[0]  # it trained
 
 
@@ -100,7 +104,7 @@ def test_tied_weights_stay_tied_in_both_paths():
     path = EX / "hf_gpt2.py"
     cfgs = _configs(path, "keep")
     for kind in ("loop", "batched"):
-        p = own._make_path(kind, own.load(path), cfgs, {}, torch.device("cpu"))
+        p = own.members._make_path(kind, own.load(path), cfgs, {}, torch.device("cpu"))
         b = next(iter(own.load(path).batches(0)))
         for _ in range(3):
             losses = p.step(b, [1.0, 1.0], [True, True])
@@ -308,7 +312,7 @@ def test_dropout_members_equal_training_alone(tmp_path):
 
 
 def test_the_leaf_knows_the_rule_classes():
-    from wdscale.models import modelfile
+    from wdscale.models.own import modelfile
     from wdscale.core import rules
 
     assert modelfile.CLASSES == rules.CLASSES

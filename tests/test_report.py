@@ -52,6 +52,7 @@ def test_report_csv_and_json(swept, capsys):
     data = json.loads(capsys.readouterr().out)
     (v,) = data["verdicts"]
     assert v["rule"] == "mup" and v["widths"] == [32, 64] and v["threshold"] == 0.25
+    assert "scan" not in data  # one lam exponent (mup's q = 0): no scan to read
     assert [h["fraction"] for h in data["horizon"]] == [0.25, 0.5, 1.0]
     # the numbers agree with the records the store holds
     recs = RunStore(out).records()

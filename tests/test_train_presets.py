@@ -1,6 +1,6 @@
-"""The Train page's preset studies (wdscale.models.presets through wdscale.science.study.run_demo): the preset choice shows its
+"""The Train page's preset studies (wdscale.models.presets through wdscale.science.study.run_study): the preset choice shows its
 settings and an ETA before Train, trains as one background job that cancels and resumes, and ends in the
-study's summary; preset_configs / preset_state / cost.phases_eta plan what run_demo trains."""
+study's summary; preset_configs / preset_state / cost.phases_eta plan what run_study trains."""
 import re
 import time
 
@@ -25,7 +25,7 @@ def tiny_spec(**kw) -> dict:
     return spec
 
 
-def test_preset_configs_are_what_run_demo_trains(store, one_thread):
+def test_preset_configs_are_what_run_study_trains(store, one_thread):
     spec = tiny_spec(model="synthetic", common={}, proxy_wds=(1.0, 3.0))
     eta0, lam0 = demo.assumed_optimum(spec)
     assert (eta0, lam0) == (presets.LADDER[7], 1.0)  # the grid's middle (lower middle of an even count)
@@ -38,7 +38,7 @@ def test_preset_configs_are_what_run_demo_trains(store, one_thread):
 
     before = demo.preset_state(spec, store, steps=5)
     assert not before["optimum_known"] and before["stored"] == 0 and not before["complete"]
-    out = demo.run_demo(store, spec=spec, steps=5)
+    out = demo.run_study(store, spec=spec, steps=5)
     state = demo.preset_state(spec, store, steps=5)
     assert state["complete"] and state["optimum_known"] and state["b_known"]
     assert (state["eta0"], state["lam0"]) == (out["proxy"]["eta0"], out["proxy"]["lam0"])
@@ -52,8 +52,15 @@ def test_phases_eta_counts_a_run_once_and_twins_within_a_phase(store):
     phases = demo.preset_phases(spec, *demo.assumed_optimum(spec), steps=100)
     cals = {"transformer": FAKE_CAL}
     e = cost.phases_eta(phases, store, cals=cals)
-    per = [cost.study_eta(p, None, cals=cals) for p in phases]
+    from wdscale.training.sweep import twin_configs
+
+    earlier, per = set(), []
+    for p in phases:  # a run, or its twin at d0 (every mu-P rule is one member there), an earlier phase trains is read
+        per.append(cost.study_eta([c for c in p if c.run_id not in earlier
+                                   and not any(t.run_id in earlier for t in twin_configs(c))], None, cals=cals))
+        earlier |= {c.run_id for c in p}
     assert e["seconds"] == pytest.approx(sum(p["seconds"] for p in per))  # no run is in two phases' plans
+    assert e["seconds"] < sum(cost.study_eta(p, None, cals=cals)["seconds"] for p in phases)
     again = cost.phases_eta([phases[0], phases[0][:5]], store, cals=cals)  # a run an earlier phase trains
     assert again["phases"][1] == 0 and again["to_train"] == len(phases[0])
     assert e["seconds"] > cost.study_eta([c for p in phases for c in p], None, cals=cals)["seconds"]  # twins split

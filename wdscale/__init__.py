@@ -8,14 +8,10 @@ importable from the package itself; each name loads its module on first use (mod
 """
 from __future__ import annotations
 
-import os as _os
-
 __version__ = "0.1.0"
 
-# OpenMP threads that sleep instead of spinning while they wait: on a shared 2-core machine a spinning thread
-# waits for one that was swapped out, and 2 threads then ran 3-6x slower than 1 (docs/bench.md, issue 24).  Read
-# once, when torch loads: set before it; a user's own setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No global OpenMP setting here: PASSIVE (threads sleep while they wait) helps beside a busy process and cost 2.8x
+# on an idle machine (issue 31).  The CLI chooses at start from the load it sees (wdscale.core.threads.apply).
 
 # public name -> (module, attribute in it)
 _LAZY = {

@@ -1,4 +1,4 @@
-"""The ``wdscale`` command line: rules, sweep, runs (+ report, bench, validate from their own modules).
+"""Floor 6, the ``wdscale`` command line: rules, sweep, runs here; every other subcommand in its own module (PLUGINS).
 
 Nothing ever prints a traceback (unless ``--debug``): every failure is one line on stderr, exit code 2 for bad
 input (before anything trains) and 1 for a problem with the environment (a read-only or corrupt store, a
@@ -15,8 +15,7 @@ import sys
 import traceback
 
 from .. import __version__
-from ..models.config import parse_numbers
-from ..models.modelfile import add_own_args
+from ..core import threads  # torch is imported only after main chose its wait policy
 from ..core.rules import RULES, format_table, resolve, rule_json
 
 # Subcommands that live in their own module: each has configure(parser) and run(args) -> int.
@@ -30,6 +29,7 @@ PLUGINS = {
     "gallery": ("wdscale.cli.gallery", "reference studies shipped with wdscale: list, open, reproduce NAME"),
     "coord": ("wdscale.cli.coord", "coordinate check (mup's): module output RMS vs width, built-in or your model file"),
     "tour": ("wdscale.cli.tour", "the guided tour as one self-contained HTML file (--out FILE.html)"),
+    "scan": ("wdscale.cli.scan", "which λ ∝ d^q transfers: scan q, both crossings, the mechanism, the recipe at a width"),
 }
 
 
@@ -48,6 +48,8 @@ class Parser(argparse.ArgumentParser):
 
 def _num_list(kind):
     def parse(s: str):
+        from ..models.config import parse_numbers
+
         try:
             out = parse_numbers(s, kind)
         except ValueError as e:
@@ -98,6 +100,8 @@ def own_common(args) -> dict:
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The options that describe a sweep (shared with validate/bench where relevant)."""
+    from ..models.own import add_own_args
+
     p.add_argument("--model", default="synthetic", type=_model_arg,
                    help="synthetic, transformer, or your own model file (path/to/file.py: defines build(width), "
                         "batches(seed), val_batches(), optionally loss(model, batch); docs/own-model.md)")
@@ -191,9 +195,12 @@ def cmd_sweep(args) -> int:
                                      "(or use --executor local)")
     configs = configs_from_args(args)
     store = RunStore(args.out)
-    if store.readonly and plan(configs, store)[1]:  # a fully cached sweep only reads: fine on a read-only store
+    todo = plan(configs, store)[1]
+    if store.readonly and todo:  # a fully cached sweep only reads: fine on a read-only store
         raise EnvironmentProblem(f"run store {store.root} is read-only and this sweep has runs to train; "
                                  "give --out a writable folder")
+    if todo:
+        threads.announce()  # the first line: threads and the wait policy chosen at start
     from ..science.verdict import sweep_horizon_warnings
 
     for w in sweep_horizon_warnings(configs):  # once per rule, before training: runs < 3 tau
@@ -435,6 +442,16 @@ def _exit_code(e: BaseException) -> int:
     return 1
 
 
+# Subcommands that train: they choose OpenMP's wait policy at start (wdscale.core.threads) and say what they chose
+# on stderr when training starts (a command that fails first prints only its one error line).
+TRAINING = ("sweep", "demo", "study", "bench", "validate", "gallery", "coord", "scan")
+
+
+def _trains(argv: list[str]) -> bool:
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    return cmd in TRAINING and not {"-h", "--help", "--version"} & set(argv)
+
+
 def main(argv=None) -> int:
     """The CLI's one error boundary: every failure is one line on stderr (the traceback only with --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -442,6 +459,8 @@ def main(argv=None) -> int:
     argv = [a for a in argv if a != "--debug"]
     cmd = "wdscale"
     try:
+        if _trains(argv):  # before build_parser, whose plugins import torch: libgomp reads the policy as it loads
+            threads.apply(announce=True)
         args = build_parser().parse_args(argv)
         cmd = f"wdscale {args.cmd}"
         return args.func(args) or 0

@@ -5,8 +5,8 @@ import json
 import math
 
 from ..science.verdict import DEFAULT_THRESHOLD
-from ..science.report import (_json_safe, build_report, law_markdown, load_records,
-                              store_law, to_csv, to_markdown)
+from ..science.report import (_json_safe, build_report, law_markdown, load_records, scan_markdown,
+                              store_law, store_scan, to_csv, to_markdown)
 from ..science.verdict import compare_rules
 
 
@@ -36,11 +36,14 @@ def run(args) -> int:
         print(json.dumps(_json_safe({"verdicts": [], "horizon": [], "comparison": [], "no_verdict": str(e),
                                      "law": store_law(args.dir, records)})))
         return 0
+    scan = store_scan(records, args.threshold) if args.param == "lr" and args.format != "csv" else None
     if args.format == "json":
         print(json.dumps(_json_safe({"verdicts": verdicts, "horizon": horizons,
-                                     "comparison": compare_rules(verdicts), "law": store_law(args.dir, records)})))
+                                     "comparison": compare_rules(verdicts), "law": store_law(args.dir, records),
+                                     **({"scan": scan} if scan else {})})))
     elif args.format == "csv":
         print(to_csv(verdicts, args.param))
     else:
-        print("\n".join([to_markdown(verdicts, horizons, args.param)] + law_markdown(store_law(args.dir, records))))
+        print("\n".join([to_markdown(verdicts, horizons, args.param)] + law_markdown(store_law(args.dir, records))
+                        + scan_markdown(scan)))
     return 0

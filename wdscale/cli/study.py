@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..science.study import format_summary, own_spec, proxy_configs, run_demo, transfer_configs
+from ..science.study import format_summary, own_spec, proxy_configs, run_study, transfer_configs
 from ..training.train import TrainOptions
 from .progress import progress_bar
 
@@ -27,7 +27,7 @@ def configure(p) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (CUDA graphs on CUDA); the first run per shape compiles")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
-    from ..models.modelfile import add_own_args
+    from ..models.own import add_own_args
 
     g = p.add_argument_group("your own model (docs/own-model.md): the preset's design on a model file")
     g.add_argument("--model", default=None, metavar="FILE.py",
@@ -71,7 +71,7 @@ def run(args) -> int:
     store = RunStore(args.out)
     bar = progress_bar()  # stderr: the JSON on stdout stays clean
     try:
-        s = run_demo(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile,
+        s = run_study(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile,
                                          members=getattr(args, "members", "auto")), on_event=bar, spec=spec)
     finally:
         bar.close()

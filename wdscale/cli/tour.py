@@ -8,7 +8,7 @@ from ..show.tour import DEFAULT_STUDY, write_html
 
 # -- CLI plugin: ``wdscale tour --out FILE.html [--store DIR | --study NAME]`` -------------------------------------
 def configure(p) -> None:
-    p.description = ("The guided tour (the app's Tour page) as one self-contained HTML file: seven steps, every "
+    p.description = ("The guided tour (the app's Tour page) as one self-contained HTML file: eight steps, every "
                      "figure interactive, plotly.js inlined once, nothing fetched from the network.")
     p.add_argument("--out", required=True, help="the HTML file to write")
     src = p.add_mutually_exclusive_group()

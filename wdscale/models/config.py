@@ -88,7 +88,7 @@ class RunConfig:
             for k in ("model_file", "init", "overrides"):
                 d.pop(k)
         else:  # the file defines its own data and shapes; its bytes, hashed, stand for them
-            from .modelfile import file_digest
+            from .own.modelfile import file_digest
 
             for k in ("seq_len", "head_dim", "corpus", "train_bytes", "depth", "batch_size"):
                 d.pop(k, None)
@@ -170,7 +170,7 @@ def schedule_sum(schedule: str, warmup: float, steps: int, m: float = 1.0) -> fl
 def validate_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message for anything a user could mistype."""
     if c.model_file is not None:
-        from .modelfile import check
+        from .own.modelfile import check
 
         check(c.model, c.model_file, c.init, c.overrides)
     elif c.model not in MODELS:

@@ -1,6 +1,6 @@
 """Study presets: the synthetic demo and the Transformer studies of the two regimes, as data.
 
-A preset is everything ``wdscale.science.study.run_demo`` needs: the model and its fixed settings (``common``: depth, batch,
+A preset is everything ``wdscale.science.study.run_study`` needs: the model and its fixed settings (``common``: depth, batch,
 schedule, data slice), the proxy's eta x lam grid at d0, the lr octaves of the transfer phase, the widths, rules
 and seeds.  One code path trains them all (cached in the store like every sweep).
 
@@ -39,6 +39,10 @@ PRESETS: dict[str, dict] = {
         proxy_wds=(1.0, 3.0, 10.0),
         # phase 2: lr = eta0 * 2^octave, on the ladder; under mup the optimum moves up with width here
         lr_octaves=(-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5), common={},
+        # phase 3 above d0: the fitted rule's lrs, around eta0 where its optimum is (measured: +0.45 and +0.88
+        # octaves at 2 d0 and 4 d0, each seed's grid minimum at +0.5 and +1.0, so +1.5 keeps a point above it);
+        # at d0 it keeps lr_octaves, whose runs there are mup's twins (read, not trained)
+        fitted_octaves=(-0.5, 0.0, 0.5, 1.0, 1.5),
     ),
     "lm": dict(
         model="transformer", regime="LM pretraining: at most one pass, warmup + cosine decay",

@@ -195,6 +195,7 @@ def study_regime(records: list[dict], eta0: float | None = None, name: str = "",
             "n_runs": len(recs), "steps": recs[0]["steps"], "epochs": (bps * recs[0]["steps"] / tb) if bps and tb
             else None, "alpha": alphas, "rules": rules, "best_rule": c.get("best_rule"),
             "best_named_rule": best_named, "conclusive": c.get("conclusive", False),
+            "no_named_transfer": c.get("no_named_transfer", False),
             "sentence": c.get("sentence", ""), "fitted": _fitted_result(rules, best_named),
             "fitted_sqrt": _fitted_result(rules, best_named, "fitted-sqrt"),
             "law": law, "fitted_b": fit_law, "fitted_b_sqrt": fit_sqrt,
@@ -254,7 +255,8 @@ def regime_sentence(a: dict, b: dict) -> str:
     def part(s):
         r = s["rules"].get(s["best_named_rule"] or "", {})
         alpha = np.nanmean([v["alpha"] for v in s["alpha"].values()]) if s["alpha"] else float("nan")
-        return (f"{s['regime'] or s['name']}: best named rule {s['best_named_rule']} (drift {r.get('drift', math.nan):+.2f}"
+        best = "no named rule transfers here; least drift" if s.get("no_named_transfer") else "best named rule"
+        return (f"{s['regime'] or s['name']}: {best} {s['best_named_rule']} (drift {r.get('drift', math.nan):+.2f}"
                 f" oct/doubling), mean alpha {alpha:.2f} (lam ~ d^{2 * alpha - 1:.2f} holds sigma_top flat)")
     return part(a) + "; " + part(b) + "."
 

@@ -2,8 +2,10 @@
 
 For each rule (and fixed wd): the optimal lr per width, its drift in octaves per doubling of width, the regret
 of training every width at the proxy's optimal lr, PASS/FAIL against the threshold, and the horizon check
-(the same optima read at 1/4, 1/2 and all of the run, from the stored evals); and the measured law
-sigma ~ eta^a lam^-b per matrix class (``wdscale.science.law``; JSON key ``law``).
+(the same optima read at 1/4, 1/2 and all of the run, from the stored evals); the measured law
+sigma ~ eta^a lam^-b per matrix class (``wdscale.science.law``; JSON key ``law``); and where the store holds a lam
+scan (>= 2 values of q in lam ~ d^q with >= 2 widths each, the named rules included: ``scan_run.stored_scan``)
+its crossings, mechanism verdict and scoreboard (JSON key ``scan``).
 """
 from __future__ import annotations
 
@@ -178,3 +180,20 @@ def law_markdown(law: dict | None) -> list[str]:
     return ["", format_law({"this store": law})]
 
 
+
+
+def store_scan(records: list[dict], threshold: float = DEFAULT_THRESHOLD) -> dict | None:
+    """The lam scan a store holds (``scan_run.stored_scan``: both crossings, the mechanism, the scoreboard), or None
+    where it holds none."""
+    from .scan_run import stored_scan
+
+    return stored_scan(records, threshold=threshold)
+
+
+def scan_markdown(scan: dict | None) -> list[str]:
+    if not scan:
+        return []
+    from .scan_run import headline
+
+    return ["", f"## Which λ transfers: λ ∝ d^q under η ∝ 1/d (q = {', '.join(f'{q:g}' for q in scan['qs'])})",
+            ""] + [f"- {line}" for line in headline(scan)]

@@ -72,26 +72,42 @@ def proxy_optimum(records: list[dict]) -> dict:
             "eta_interior": bool(0 < i < len(lrs) - 1), "lam_interior": bool(0 < j < len(wds) - 1)}
 
 
-def transfer_lrs(eta0: float, spec: dict | None = None) -> list[float]:
-    return [_on_ladder(eta0 * 2 ** o) for o in (spec or DEMO)["lr_octaves"]]
+def transfer_lrs(eta0: float, spec: dict | None = None, octaves=None) -> list[float]:
+    """eta0 * 2^octave on the ladder, for the spec's ``lr_octaves`` (or ``octaves``)."""
+    return [_on_ladder(eta0 * 2 ** o) for o in (octaves if octaves is not None else (spec or DEMO)["lr_octaves"])]
 
 
 def transfer_configs(eta0: float, lam0: float, steps: int | None = None, spec: dict | None = None,
-                     widths=None, rules=None, **rule_kw) -> list[RunConfig]:
+                     widths=None, rules=None, octaves=None, **rule_kw) -> list[RunConfig]:
     """Phase 2: the rules at (eta0 * 2^octave, lam0) at every width (or ``widths``; ``rules`` and the custom
-    exponents ``rule_kw`` = a, b for the fitted phase)."""
+    exponents ``rule_kw`` = a, b for the fitted phase; ``octaves`` instead of the spec's ``lr_octaves``)."""
     d = spec or DEMO
-    return expand_grid(d["model"], widths or d["widths"], d["base_width"], rules or d["rules"], transfer_lrs(eta0, d),
-                       [lam0], _steps(steps, d), d["seeds"], data_seed=0, **{**d.get("common", {}), **rule_kw})
+    return expand_grid(d["model"], d["widths"] if widths is None else widths, d["base_width"], rules or d["rules"],
+                       transfer_lrs(eta0, d, octaves), [lam0], _steps(steps, d), d["seeds"], data_seed=0,
+                       **{**d.get("common", {}), **rule_kw})
+
+
+FITTED_RULES = ("fitted", "fitted-sqrt")
 
 
 def fitted_configs(eta0: float, lam0: float, steps: int | None, spec: dict | None, rule: str,
                    b: float) -> tuple[list[RunConfig], str | None]:
     """The fitted rule's configs at exponent b, or ([], why) when b makes some width's run unusable (per-step decay
     lr*wd >= 1: a b measured on runs far from the steady state, e.g. a few-step demo).  The study then reports the
-    measured exponent and goes on without that phase, instead of failing."""
+    measured exponent and goes on without that phase, instead of failing.
+
+    At d0 the rule's lrs are the named rules' (``lr_octaves``): there (m = 1) its runs are twins of ``mup``'s,
+    read from the store, not trained.  Above d0 a preset's ``fitted_octaves`` (for the fitted rules only; the
+    scan's ``custom`` rules keep the full grid) sets fewer lrs, around eta0 where this rule's optimum can be."""
+    d = spec or DEMO
+    octs = d.get("fitted_octaves") if rule in FITTED_RULES else None
+    d0 = [w for w in d["widths"] if w == d["base_width"]]
+    wide = [w for w in d["widths"] if w != d["base_width"]]
     try:
-        return transfer_configs(eta0, lam0, steps, spec, rules=[rule], a=1.0, b=b), None
+        if octs is None:
+            return transfer_configs(eta0, lam0, steps, spec, rules=[rule], a=1.0, b=b), None
+        return (transfer_configs(eta0, lam0, steps, spec, widths=d0, rules=[rule], a=1.0, b=b)
+                + transfer_configs(eta0, lam0, steps, spec, widths=wide, rules=[rule], octaves=octs, a=1.0, b=b)), None
     except ValueError as e:
         return [], f"{rule} not trained: lam ~ d^{b:.2f} is not usable here ({e})"
 
@@ -102,7 +118,7 @@ def _on_ladder(lr: float) -> float:
     return near if abs(math.log(near / lr)) < 1e-4 else lr  # rungs are 0.35 apart in log
 
 
-def run_demo(store, opts: TrainOptions | None = None, on_event=None, cancel=None, on_record=None,
+def run_study(store, opts: TrainOptions | None = None, on_event=None, cancel=None, on_record=None,
              steps: int | None = None, spec: dict | None = None, on_configs=None) -> dict:
     """Both phases into ``store``; returns ``summarize``'s dict (``partial`` when cancelled).
 
@@ -170,7 +186,7 @@ def assumed_optimum(spec: dict) -> tuple[float, float]:
 
 def preset_phases(spec: dict, eta0: float, lam0: float, b: float | None = ASSUMED_B,
                   steps: int | None = None, b_sqrt: float | None = ASSUMED_B_SQRT) -> list[list[RunConfig]]:
-    """The configs ``run_demo`` trains, one list per ``run_sweep`` call, for a proxy optimum (eta0, lam0) and the
+    """The configs ``run_study`` trains, one list per ``run_sweep`` call, for a proxy optimum (eta0, lam0) and the
     fitted rule's exponent b (None: no fitted phase; ``b_sqrt``: the ``fitted-sqrt`` rule's, for a preset with the
     ``fitted_sqrt`` flag): the proxy grid; transfer at the two smallest widths; the fitted rule(s) and the
     remaining widths."""
@@ -194,7 +210,7 @@ def preset_state(spec: dict, store, steps: int | None = None) -> dict:
     """Where a preset study stands in ``store``, read without training: (eta0, lam0) once the proxy grid is
     stored (else ``assumed_optimum``), b once the two smallest widths are (else ``ASSUMED_B``), each phase's
     configs at those values, how many unique runs are stored, whether any partial run (a cancelled ensemble,
-    resumable from its checkpoint) exists, and ``complete`` when ``run_demo`` would train nothing."""
+    resumable from its checkpoint) exists, and ``complete`` when ``run_study`` would train nothing."""
     eta0, lam0 = assumed_optimum(spec)
     b = ASSUMED_B if spec.get("fitted") else None
     b_sqrt = ASSUMED_B_SQRT if spec.get("fitted") and spec.get("fitted_sqrt") else None
@@ -407,7 +423,7 @@ def format_summary(s: dict) -> str:
 def own_spec(spec: dict, args) -> dict:
     """The preset's design on a model file: its schedule, steps, grids and widths; the file's own data and shapes."""
     from ..models.config import parse_numbers
-    from ..models.modelfile import model_name, parse_overrides
+    from ..models.own import model_name, parse_overrides
     from ..models.own import load
 
     spec = dict(spec)

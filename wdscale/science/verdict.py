@@ -23,7 +23,8 @@ The transfer verdict reads a stored sweep (records as ``RunStore.records()`` ret
   on the edge of the grid (the true optimum may lie outside it), or a run stopped before MIN_TAUS tau.
 
 ``compare_rules`` ranks the rules of one study by |drift| (then regret) and names the best one in a sentence;
-the ranking is inconclusive when the best rule's CI overlaps the runner-up's.
+the ranking is inconclusive when the best rule's CI overlaps the runner-up's.  Where no named rule's drift CI lies
+inside the threshold, the sentence opens with "No named rule transfers here" before it names the least drift.
 """
 from __future__ import annotations
 
@@ -231,7 +232,8 @@ def compare_rules(verdicts: list[dict]) -> list[dict]:
 
     Each dict: model, param, fixed (the other param's value), steps, ranking [rule...], best_rule,
     conclusive (False when an optimum is on a grid edge, a run is < MIN_TAUS tau, or the best rule's drift CI
-    overlaps the runner-up's), reasons [..], sentence (one line with the numbers)."""
+    overlaps the runner-up's), no_named_transfer (no named rule's drift CI inside the threshold: the sentence says
+    so first, then names the least drift), reasons [..], sentence (one line with the numbers)."""
     groups = defaultdict(list)
     for v in verdicts:
         other = "wd" if v["param"] == "lr" else "lr"
@@ -252,15 +254,47 @@ def compare_rules(verdicts: list[dict]) -> list[dict]:
             if all(math.isfinite(x) for x in (*a, *b)) and not (a[1] < b[0] or b[1] < a[0]):
                 reasons.append(f"the drift CIs of {best['rule']} and {vs[1]['rule']} overlap")
         others = "; ".join(f"{v['rule']} {_drift_text(v)}" for v in vs[1:])
-        head = (f"Best rule: {best['rule']}" if not reasons else f"Inconclusive, best so far: {best['rule']}")
-        sentence = (f"{head}: its optimal {param} drifts {_drift_text(best)} octaves per width doubling"
+        named = [v for v in vs if v["rule"] in NAMED_RULES]
+        none = bool(named) and not any(drift_ci_inside(v) for v in named)
+        if none and not drift_ci_inside(best):  # say so before naming the least drift (issue 32)
+            head = ("Least drift" if not reasons else "Inconclusive, least drift so far") + f": {best['rule']}"
+        else:
+            head = f"Best rule: {best['rule']}" if not reasons else f"Inconclusive, best so far: {best['rule']}"
+        sentence = ((no_named_transfer_text([v["rule"] for v in named], best["threshold"]) + " " if none else "")
+                    + f"{head}: its optimal {param} drifts {_drift_text(best)} octaves per width doubling"
                     + (f", against {others}" if others else "") + f" (threshold ±{best['threshold']:g}).")
         if reasons:
             sentence += " Why inconclusive: " + "; ".join(reasons) + "."
         out.append({"model": model, "param": param, "fixed": fixed, "steps": steps, "base_width": base,
                     "ranking": [v["rule"] for v in vs], "best_rule": best["rule"], "conclusive": not reasons,
-                    "reasons": reasons, "sentence": sentence})
+                    "no_named_transfer": none, "reasons": reasons, "sentence": sentence})
     return out
+
+
+# The named rules: "no named rule transfers here" is said when none of these has its drift CI inside the threshold
+# (the fitted and custom rules are the study's own measurements, not rules a reader picks by name).
+NAMED_RULES = ("sp", "mup", "wd", "indep")
+NO_NAMED = "No named rule transfers here"
+
+
+def drift_ci_inside(v: dict) -> bool:
+    """Whether a verdict's whole drift CI lies within +-threshold (a missing CI: no)."""
+    lo, hi = v.get("drift_ci") or (math.nan, math.nan)
+    t = v.get("threshold", DEFAULT_THRESHOLD)
+    return bool(math.isfinite(lo) and math.isfinite(hi) and -t <= lo and hi <= t)
+
+
+def no_named_transfer_text(rules, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """The one sentence every reader (Home, Regimes, the report, the tour) puts before the least-drift rule."""
+    return f"{NO_NAMED}: no drift CI of {', '.join(rules)} lies inside ±{threshold:g}."
+
+
+def best_rule_label(s: dict, md: bool = True) -> str:
+    """A study's best rule as a table cell: the rule, "(not settled)" when inconclusive, and "no named rule
+    transfers here; least drift:" before it where ``compare_rules`` found none (``no_named_transfer``)."""
+    name = f"`{s.get('best_rule')}`" if md else str(s.get("best_rule"))
+    head = f"{NO_NAMED.lower()}; least drift: {name}" if s.get("no_named_transfer") else name
+    return head + ("" if s.get("conclusive") else " (not settled)")
 
 
 def horizon_check(records: list[dict], param: str = "lr", fractions=HORIZON_FRACTIONS,

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.rules import decay_problem, resolve
 from ..models import presets
 from ..models.config import parse_numbers
-from ..science import study as demo
+from ..science import study
 from ..science.verdict import horizon_warnings, sweep_horizon_warnings
 from ..training.sweep import plan
 from .jobs import LR_RANGE, MAX_RUNS, MAX_WIDTH, WD_RANGE, check_study
@@ -33,7 +33,7 @@ from .jobs import LR_RANGE, MAX_RUNS, MAX_WIDTH, WD_RANGE, check_study
 LOG_GRID = [float(f"{m * 10 ** e:.3g}") for e in range(-5, 2) for m in (1, 2, 3, 5)]  # the η₀, λ₀ sliders
 # ×√2 first: the default grid (η₀/2 … 2η₀ at 5 points) keeps every default run >= 3 τ (tests/test_tour.py)
 SPACING = {"×√2": math.sqrt(2), "×2": 2.0, "×√10": math.sqrt(10), "×10": 10.0}
-# the preset studies (wdscale.models.presets), the Transformer study of each regime run as demo.run_demo; the last:
+# the preset studies (wdscale.models.presets), the Transformer study of each regime run as study.run_study; the last:
 # the lm design on a file of $WDSCALE_MODELS (wdscale.models.own)
 PRESET_CHOICES = {"Your own grid": None, "LM regime (lm)": "lm", "Multi-epoch control (lm-epochs)": "lm-epochs",
                   "Your model file": None}
@@ -59,6 +59,12 @@ OVERRIDES_HELP = ("give a parameter (name or regex) its class: matrix, vector, e
                   "`lm_head.weight=readout; .*norm.*=vector`")
 MEMBERS_HELP = ("auto: whichever of loop (each member its own module) and batched (torch.func vmap) is measured "
                 "faster here")
+# after a study's summary: the pages that show it in depth, (page, label, icon)
+LINKS = {"preset": [("pages/regimes.py", "Regimes: this regime beside the other", ":material/compare_arrows:"),
+                    ("pages/transfer.py", "Transfer: loss vs lr per width and rule", ":material/target:")],
+         "own": [("pages/spectra.py", "Spectra: this study's matrices, under your parameter names",
+                  ":material/show_chart:"),
+                 ("pages/transfer.py", "Transfer: loss vs lr per width and rule", ":material/target:")]}
 CANCELLED = {"preset": "Cancelled. Finished ensembles are stored and the interrupted one keeps a checkpoint: "
                        "**Resume** continues from there.",
              "own": "Cancelled. Finished ensembles are stored: **Resume** continues with the rest."}
@@ -230,6 +236,25 @@ def study_figures(recs: list[dict]) -> list[tuple]:
 
 
 # -- preset studies --------------------------------------------------------------------------------------------
+def preset_plan(name: str, store) -> dict:
+    """A preset study (``presets.get(name)``; ValueError naming the choices) at its steps (``WDSCALE_DEMO_STEPS``
+    shrinks them) and where it stands in the store (``study.preset_state``: phases, stored, optimum used)."""
+    spec = presets.get(name)
+    steps = study._steps(None, spec)
+    return {"spec": spec, "steps": steps, "state": study.preset_state(spec, store, steps)}
+
+
+def study_result(snap: dict | None) -> dict | None:
+    """What a finished study job (``study.run_study``'s result) says: its sentence, whether that is conclusive, the
+    plain reading and the summary table as text; None while it runs, after a cancel (a partial result says
+    nothing yet) or without a job."""
+    res = (snap or {}).get("result")
+    if not res or res.get("partial"):
+        return None
+    return {"conclusive": bool(res.get("conclusive")), "sentence": res["sentence"], "reading": res.get("reading"),
+            "table": study.format_summary(res)}
+
+
 def preset_settings(spec: dict, steps: int, ds: dict | None = None) -> list[dict]:
     """A preset's settings as (setting, value) rows; ``ds`` is ``presets.data_slice(spec, steps)`` (what a run
     reads, and how many epochs that is: the regime's defining number), None for the synthetic model."""
@@ -283,8 +308,15 @@ def model_files_caption(folder: str) -> str:
 
 
 def models_off_text() -> str:
+    """Without $WDSCALE_MODELS: how to turn model files on (off unless the server names a folder, so a browser can
+    never make the server import code of its choosing)."""
     return (f"Model files are off: start the server with a folder of them, `{MODELS_ENV}=examples streamlit run "
             "app.py`.")
+
+
+def no_models_text(folder: str) -> str:
+    """The folder is set but offers no file: name it, so the fix (put a ``*.py`` there) is plain."""
+    return f"No model files (`*.py`) in `{folder}` (`{MODELS_ENV}`)."
 
 
 def load_prompt(name: str) -> str:
@@ -308,7 +340,7 @@ def override_text(overrides: str) -> str:
 def own_study_spec(path, widths: str, steps, proxy_lrs: str, proxy_wds: str, init: str = "mup",
                    overrides: str = "") -> dict:
     """The `lm` preset's design on a model file, as `wdscale study --model FILE --widths W --steps N --proxy-lrs L
-    --proxy-wds D` builds it (``demo.own_spec``, which imports the file).  ValueError (BadInput too), one line:
+    --proxy-wds D` builds it (``study.own_spec``, which imports the file).  ValueError (BadInput too), one line:
     the form's limits are checked first, so a typo never costs an import."""
     ws = parse_numbers(widths, int)
     if len(set(ws)) < 2:
@@ -329,13 +361,13 @@ def own_study_spec(path, widths: str, steps, proxy_lrs: str, proxy_wds: str, ini
             raise ValueError(f"weight decay λ₀={v:g} is out of range (0, {WD_RANGE[1]:g}] (torch weight_decay)")
     args = argparse.Namespace(model=str(path), override=[overrides] if overrides.strip() else [], init=init,
                               widths=widths, steps=int(steps), proxy_lrs=proxy_lrs, proxy_wds=proxy_wds)
-    return demo.own_spec(presets.get(OWN_DESIGN), args)
+    return study.own_spec(presets.get(OWN_DESIGN), args)
 
 
 def own_study_state(spec: dict, store) -> dict:
-    """Where a model-file study stands in the store (``demo.preset_state``: its phases, what is stored, the
+    """Where a model-file study stands in the store (``study.preset_state``: its phases, what is stored, the
     optimum used for counting); ValueError when it has more than ``MAX_RUNS`` runs, before anything is timed."""
-    state = demo.preset_state(spec, store, spec["steps"])
+    state = study.preset_state(spec, store, spec["steps"])
     if state["n_runs"] > MAX_RUNS:
         raise ValueError(f"study too big: {state['n_runs']} runs (limit {MAX_RUNS}); use fewer widths or a "
                          "smaller proxy grid")
@@ -395,7 +427,7 @@ def classes_caption(state: dict) -> str:
 
 
 def own_plan(phases, store) -> list[list]:
-    """The ensembles ``run_demo`` trains for these phases, as the sweep plans them; a run an earlier phase trains
+    """The ensembles ``run_study`` trains for these phases, as the sweep plans them; a run an earlier phase trains
     counts as stored for the later ones (``cost.phases_eta``'s rule), so nothing is counted twice."""
     seen: set = set()
 

@@ -623,3 +623,70 @@ def regime_drift_plot(regimes: list[dict], threshold: float = 0.25,
     fig.update_yaxes(title_text="optimum drift (octaves of η₀ per width doubling)", zeroline=False)
     fig.update_layout(title=title, scattermode="group", **{**LAYOUT, "legend": dict(orientation="h", y=-0.25)})
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The lam scan: which lam ~ d^q transfers (wdscale.science.scan.scan_summary dicts)
+# ---------------------------------------------------------------------------------------------
+SCAN_LINES = (("drift", "#d62728", "drift of the optimal η₀ (octaves per width doubling)", "q_drift", "q_drift*"),
+              ("sigma_exponent", "#1f77b4", "σ_top's width exponent at η₀ (σ_top ∝ d^e)", "q_sigma", "q_σ*"))
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def scan_figure(summary: dict, title: str = "Which λ transfers: the drift and σ_top's exponent against q"):
+    """The scan: the drift of the optimal η₀ and σ_top's width exponent against q (λ = λ₀·(d/d₀)^q under η ∝ 1/d),
+    each with its 95% CI band; the zero line and the ±threshold band where a drift transfers; both crossings,
+    q_drift* and q_σ*, marked on the zero line with their CIs (an open CI bound drawn to the grid's edge); the named
+    rules' q (mup 0, wd ½, indep 1) as dotted lines.  A crossing outside the grid is named in the legend as such."""
+    rows = [r for r in (summary or {}).get("rows") or [] if r.get("q") is not None]
+    if len(rows) < 2:
+        return _empty(title, "no scan: fewer than two q values with two widths each")
+    qs = [r["q"] for r in rows]
+    lo_q, hi_q = min(qs), max(qs)
+    fig = go.Figure()
+    t = summary.get("threshold") or 0.25
+    fig.add_hrect(y0=-t, y1=t, fillcolor="green", opacity=0.07, line_width=0,
+                  annotation_text=f"drift within ±{t:g}: η₀ transfers", annotation_position="top left")
+    fig.add_hline(y=0, line=dict(color="gray", width=1))
+    for rule, q in (("mup", 0.0), ("wd", 0.5), ("indep", 1.0)):
+        if lo_q <= q <= hi_q:
+            fig.add_vline(x=q, line=dict(color=RULE_COLORS[rule], dash="dot", width=1), annotation_text=rule,
+                          annotation_position="bottom right")
+    for key, color, name, cross, label in SCAN_LINES:
+        pts = [(r["q"], r[key], (r.get(key + "_ci") or [None, None])) for r in rows if _finite(r.get(key))]
+        band = [(q, ci[0], ci[1]) for q, _v, ci in pts if _finite(ci[0]) and _finite(ci[1])]
+        if len(band) >= 2:
+            xs = [b[0] for b in band]
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b[2] for b in band] + [b[1] for b in band][::-1],
+                                     fill="toself", mode="lines", fillcolor=_rgba(color, 0.15), line=dict(width=0),
+                                     hoverinfo="skip", name=f"95% CI ({label.split('*')[0].replace('q_', '')})",
+                                     legendgroup=key))
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
+                                 line=dict(color=color, width=2), marker=dict(size=8), legendgroup=key,
+                                 hovertemplate="q = %{x:g}: %{y:+.2f}<extra>" + name + "</extra>"))
+        q = summary.get(cross)
+        if q is None:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(color=color, symbol="x"),
+                                     name=f"{label}: none in [{lo_q:g}, {hi_q:g}] (not extrapolated)"))
+            continue
+        ci = summary.get(cross + "_ci") or [None, None]
+        lo = ci[0] if _finite(ci[0]) else lo_q
+        hi = ci[1] if _finite(ci[1]) else hi_q
+        ci_s = "" if not summary.get(cross + "_ci") else " [" + ", ".join(
+            f"{v:.2f}" if _finite(v) else ("< " if i == 0 else "> ") + f"{e:g}"
+            for i, (v, e) in enumerate(zip(ci, (lo_q, hi_q)))) + "]"
+        fig.add_trace(go.Scatter(
+            x=[q], y=[0], mode="markers", name=f"{label} = {q:.2f}{ci_s}",
+            marker=dict(size=16, symbol="diamond", color=color, line=dict(color="black", width=1)),
+            error_x=dict(type="data", symmetric=False, array=[max(0.0, hi - q)], arrayminus=[max(0.0, q - lo)],
+                         color=color, thickness=3, width=8) if summary.get(cross + "_ci") else None,
+            hovertemplate=f"{label} = %{{x:.2f}}{ci_s}<extra></extra>"))
+    fig.update_xaxes(title_text="q, the λ exponent: λ = λ₀·(d/d₀)^q under μP's η ∝ 1/d",
+                     range=[lo_q - 0.05 * (hi_q - lo_q), hi_q + 0.05 * (hi_q - lo_q)])
+    fig.update_yaxes(title_text="per width doubling: drift (octaves of η₀) / exponent e", zeroline=False)
+    fig.update_layout(title=title, **{**LAYOUT, "legend": dict(orientation="h", y=-0.22)}, height=520)
+    return fig

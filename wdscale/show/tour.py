@@ -1,6 +1,6 @@
-"""The guided tour: the argument in seven steps, one figure each, for a talk or a class.
+"""The guided tour: the argument in eight steps, one figure each, for a talk or a class.
 
-Steps 1 and 2 are computed live (torch's own AdamW on one small matrix, well under a second each); steps 3-7
+Steps 1 and 2 are computed live (torch's own AdamW on one small matrix, well under a second each); steps 3-8
 read a reference study (``gallery/<name>``, default ``synthetic-4w``: nothing to train) or the user's store
 (the demo).  Each step is a dict: title, formula, text (one or two sentences with this data's numbers),
 look (what to look at) and fig (a plotly figure from wdscale.show.plots).  Every sentence about the data is
@@ -33,6 +33,7 @@ TITLES = [
     "The rule that follows: λ ∝ d^(e/b)",
     "Loss against learning rate: where the optimum goes",
     "The regime decides",
+    "Which λ transfers: two crossings",
 ]
 N_STEPS = len(TITLES)
 TOP_FRACTION = 1 / 8  # the top of the spectrum, where √(η/λ) rescaling is tested (docs/validation.md)
@@ -40,7 +41,7 @@ TOP_FRACTION = 1 / 8  # the top of the spectrum, where √(η/λ) rescaling is t
 
 # -- data ----------------------------------------------------------------------------------------------------
 def load(study: str | None = None, store=None, gallery_root=None) -> dict:
-    """The data of steps 3-7: a reference study (default ``synthetic-4w``) or a run store (the user's demo).
+    """The data of steps 3-8: a reference study (default ``synthetic-4w``) or a run store (the user's demo).
 
     Returns {"label", "store", "records" (the transfer study: finished runs at its most common λ₀),
     "summary" (gallery.summary), "eta0", "manifest" (None for a store)}."""
@@ -488,14 +489,49 @@ def step7(data: dict, gallery_root=None) -> dict:
                  "Weight decay does a different job in each regime (it regularizes over many epochs; it sets the "
                  "effective learning rate in one pass), so the rule that transfers can differ. What each reference "
                  "study measured is listed below." + tail,
-                 "Each study's best rule is the one whose drift sits nearest 0 with a CI clear of the others.",
+                 "Each study's best rule is the one whose drift sits nearest 0 with a CI clear of the others; "
+                 "where no named rule's CI lies inside ±0.25, the study says that no named rule transfers.",
                  fig, studies=rows, lines=lines)
 
 
+def study_scan(data: dict) -> dict | None:
+    """The lam scan the tour's data holds (``scan_run.stored_scan``; a reference study's is cached per process),
+    None where there is none.  Cached in ``data``."""
+    from ..science import scan_run
+
+    if "scan" not in data:
+        m = data.get("manifest")
+        if m and m.get("name") and hasattr(data["store"], "root"):
+            data["scan"] = scan_run.reference_scan(m["name"], Path(data["store"].root).parent)
+        else:
+            data["scan"] = scan_run.stored_scan(data["store"].records(), eta0=data.get("eta0"))
+    return data["scan"]
+
+
+def step8(data: dict) -> dict:
+    from ..science import scan_run
+
+    s = study_scan(data)
+    formula = "q_drift*: drift(q) = 0 (η₀ transfers);  q_σ*: e(q) = 0 (σ_top width-invariant);  the argument ⇔ " \
+              "q_drift* = q_σ*,  with λ = λ₀·(d/d₀)^q under η ∝ 1/d"
+    if s is None:
+        return _step(8, formula, f"No λ scan is stored in {data['label']}: it needs at least two values of q (the "
+                                 "named rules are q = 0, ½ and 1) with two widths each. `wdscale scan --out DIR` "
+                                 "trains one (docs/scan.md).",
+                     "The Which λ transfers page draws a scan once a store holds one.", plots.scan_figure(None),
+                     scan=None)
+    return _step(8, formula, f"The named rules are three points of one line, λ ∝ d^q (here q = "
+                             f"{', '.join(f'{q:g}' for q in s['qs'])}). " + " ".join(scan_run.headline(s)),
+                 "Where each line crosses zero (the diamonds, with their CIs): the argument holds where the two "
+                 "coincide; a line that stays clear of zero says no q in the grid does it.",
+                 plots.scan_figure(s), scan=s)
+
+
 def steps(data: dict, live: dict | None = None, gallery_root=None) -> list[dict]:
-    """All seven steps (each with its figure)."""
+    """All eight steps (each with its figure)."""
     s4 = step4(data)
-    return [step1(live), step2(live), step3(data), s4, step5(data, s4["fits"]), step6(data), step7(data, gallery_root)]
+    return [step1(live), step2(live), step3(data), s4, step5(data, s4["fits"]), step6(data),
+            step7(data, gallery_root), step8(data)]
 
 
 def build_step(n: int, data: dict, live: dict | None = None, gallery_root=None) -> dict:
@@ -504,7 +540,9 @@ def build_step(n: int, data: dict, live: dict | None = None, gallery_root=None) 
         return step1(live)
     if n == 2:
         return step2(live)
-    return {3: step3, 4: step4, 5: step5, 6: step6}[n](data) if n < 7 else step7(data, gallery_root)
+    if n == 7:
+        return step7(data, gallery_root)
+    return {3: step3, 4: step4, 5: step5, 6: step6, 8: step8}[n](data)
 
 
 def presenter(fig, height: int = 720, font: int = 20):

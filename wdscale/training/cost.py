@@ -276,7 +276,7 @@ def study_eta(configs, store=None, device: str = "cpu", threads: int | None = No
 
 
 def phases_eta(phases, store=None, device: str = "cpu", threads: int | None = None, cals: dict | None = None) -> dict:
-    """ETA of a study trained phase after phase, one sweep each (``wdscale.science.study.run_demo``): ``study_eta``'s dict
+    """ETA of a study trained phase after phase, one sweep each (``wdscale.science.study.run_study``): ``study_eta``'s dict
     summed over the phases.  A run an earlier phase trains counts as stored for the later ones, and twins
     (e.g. every mu-P rule at m = 1) merge only within a phase, as they train.  ``member_steps`` per width lets
     a live progress bar weigh a step at each width by its predicted cost."""

@@ -182,20 +182,42 @@ class RunStore:
     # -- writing -------------------------------------------------------------------------------------
     def put(self, result: dict) -> dict:
         """Store one trainer result; return its record (what ``sweep --json`` prints)."""
-        from safetensors.torch import save_file
-
         self._writable()
         cfg = result["config"]
-        rid = result["run_id"]
-        wpath, spath = self.paths(rid)
+        wpath, spath = self.paths(result["run_id"])
         record = make_record(result, str(wpath), str(spath))
+        self._write(cfg, result["status"], record, result["weights"], result["spectra"])
+        return record
+
+    def put_twin(self, config, twin_id: str) -> dict:
+        """Store ``config``'s run as the stored run ``twin_id`` of the very same member (another rule's id where
+        both resolve to the same numbers: at the proxy width m = 1 every mu-P rule does), instead of training it
+        again: the twin's record under ``config``'s id and fields, with ``twin_of``, and its weights and spectra
+        re-written under the new id (each file carries its own record, as ``put``'s do).  Returns the record."""
+        self._writable()
+        twin = self.get(twin_id)
+        if twin is None:
+            raise StoreError(f"no stored run {twin_id} to copy as a twin of {config.run_id}")
+        wpath, spath = self.paths(config.run_id)
+        record = {k: v for k, v in twin.items() if k not in ("a", "b", "twin_of")}
+        record.update(config.canonical(), run_id=config.run_id, twin_of=twin.get("twin_of") or twin_id, seconds=0.0,
+                      weights=str(wpath), spectra=str(spath))
+        record = _clean(record)
+        self._write(config, twin.get("status", "done"), record, self.weights(twin_id), self.spectra(twin_id))
+        return record
+
+    def _write(self, cfg, status: str, record: dict, weights: dict, spec: dict) -> None:
+        """A run's files (temporary names, renamed into place) and then its index row."""
+        from safetensors.torch import save_file
+
+        rid = record["run_id"]
+        wpath, spath = self.paths(rid)
         created = time.time()
         meta = json.dumps({"format": 1, "created": created, "config": cfg.canonical(), "record": _clean(record)},
                           sort_keys=True)
         tmp = f".{os.getpid()}.tmp"
         wtmp, stmp = wpath.with_name(wpath.name + tmp), spath.with_name(spath.name + tmp)
-        save_file({k: v.contiguous() for k, v in result["weights"].items()}, str(wtmp), metadata={_META_KEY: meta})
-        spec = result["spectra"]
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(wtmp), metadata={_META_KEY: meta})
         with open(stmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez_compressed(f, steps=np.asarray(spec["steps"]),
                                 meta=np.array(json.dumps(cfg.canonical(), sort_keys=True)),
@@ -204,8 +226,7 @@ class RunStore:
                      "spectra": {"size": stmp.stat().st_size, "sha256": _sha256(stmp)}}
         os.replace(wtmp, wpath)
         os.replace(stmp, spath)
-        self._insert(rid, cfg.canonical(), result["status"], record, created, artifacts)
-        return record
+        self._insert(rid, cfg.canonical(), status, record, created, artifacts)
 
     def _insert(self, rid, config: dict, status: str, record: dict, created: float, artifacts: dict) -> None:
         try:

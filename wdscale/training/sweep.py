@@ -6,6 +6,7 @@ rerun of an interrupted sweep trains only the runs that are missing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import threading
 from collections import defaultdict
@@ -31,9 +32,21 @@ def expand_grid(model: str, widths: Iterable[int], base_width: int, rules: Itera
     return out
 
 
+# Rules a stored twin is looked for under: at the proxy width (m = 1) every mu-P rule resolves to the same member,
+# so a run of ``wd``, ``indep`` or the fitted rule there is the ``mup`` run of the same lr, wd and seed.
+TWIN_RULES = ("mup", "wd", "indep", "sp")
+
+
 def plan(configs: list[RunConfig], store: RunStore | None) -> tuple[list[dict], list[list[RunConfig]]]:
-    """(cached records, ensembles still to train) for a list of configs."""
-    cached, todo = [], defaultdict(list)
+    """(cached records, ensembles still to train) for a list of configs.  A config the store lacks whose twin it
+    holds (``stored_twin``: the same member under another rule) is cached too: its record is the twin's under its
+    own id and fields (``run_sweep`` stores it so)."""
+    cached, twins, chunks = _plan(configs, store)
+    return cached + [rec for _c, _tid, rec in twins], chunks
+
+
+def _plan(configs, store):
+    cached, twins, todo = [], [], defaultdict(list)
     seen = set()
     for c in configs:
         if c.run_id in seen:
@@ -42,13 +55,60 @@ def plan(configs: list[RunConfig], store: RunStore | None) -> tuple[list[dict], 
         rec = store.get(c.run_id) if store is not None else None
         if rec is not None:
             cached.append(rec)
+            continue
+        twin = stored_twin(c, store) if store is not None else None
+        if twin is not None:
+            twins.append((c, twin["run_id"], twin_record(c, twin)))
         else:
             todo[c.group_key()].append(c)
     chunks = []
     for group in todo.values():
         for i in range(0, len(group), MAX_MEMBERS):
             chunks.append(group[i:i + MAX_MEMBERS])
-    return cached, chunks
+    return cached, twins, chunks
+
+
+def twin_configs(c: RunConfig) -> list[RunConfig]:
+    """The configs of the very same member as ``c`` under the other named rules (the trainer's ``_twins`` rule:
+    same seeds, schedule and every per-class number): at m = 1 every mu-P rule's, elsewhere usually none."""
+    from ..core.rules import FREE_RULES, resolve
+    from .train import _twins
+
+    if c.width != c.base_width and c.rule not in FREE_RULES:  # named rules part above m = 1: no twin to look for
+        return []
+    mine, out = c.resolved(), []
+    for r in TWIN_RULES:
+        if r == c.rule:
+            continue
+        try:
+            if _twins([c, c], [mine, resolve(r, c.width, c.base_width, c.lr, c.wd)])[1] == 0:
+                out.append(dataclasses.replace(c, rule=r, a=None, b=None))
+        except ValueError:  # e.g. a per-step decay the other rule cannot use
+            continue
+    return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _twin_ids(c: RunConfig) -> tuple[str, ...]:
+    return tuple(t.run_id for t in twin_configs(c))  # run ids hash the config: worth keeping for a page's reruns
+
+
+def stored_twin(c: RunConfig, store) -> dict | None:
+    """The stored record of a twin of ``c`` (``twin_configs``), or None: trained once, read for every rule."""
+    # a model file's run id holds the file's content, which may change between calls: never cached
+    ids = _twin_ids(c) if c.model_file is None else tuple(t.run_id for t in twin_configs(c))
+    for rid in ids:
+        rec = store.get(rid)
+        if rec is not None:
+            return rec
+    return None
+
+
+def twin_record(c: RunConfig, twin: dict) -> dict:
+    """``c``'s record read from its twin's: the same numbers under ``c``'s id and config fields."""
+    rec = {k: v for k, v in twin.items() if k not in ("a", "b", "twin_of")}
+    rec.update(c.canonical(), run_id=c.run_id, twin_of=twin.get("twin_of") or twin["run_id"], seconds=0.0)
+    return rec
 
 
 def run_sweep(configs: list[RunConfig], store: RunStore | None, opts: TrainOptions | None = None,
@@ -60,14 +120,22 @@ def run_sweep(configs: list[RunConfig], store: RunStore | None, opts: TrainOptio
     Records are returned in the order of ``configs``; each has ``cached`` True when it came from the store.
     ``on_event`` sees the trainer's events plus ``{"type": "chunk", ...}`` between ensembles.
     """
-    cached, chunks = plan(configs, store)
+    cached, twins, chunks = _plan(configs, store)
     emit = on_event or (lambda e: None)
+    if twins and not getattr(store, "readonly", False):  # a member another rule trained: stored, not retrained
+        cached += [store.put_twin(c, tid) for c, tid, _rec in twins]
+    else:
+        cached += [rec for _c, _tid, rec in twins]
     by_id = {}
     for rec in cached:
         rec["cached"] = True
         by_id[rec["run_id"]] = rec
         if on_record:
             on_record(rec)
+    if chunks:  # the CLI's first line: threads and the wait policy chosen at start (nothing outside the CLI)
+        from ..core.threads import announce
+
+        announce()
     emit({"type": "plan", "cached": len(cached), "to_train": sum(len(c) for c in chunks), "chunks": len(chunks)})
     if store is not None and executor != "ray":  # mid-ensemble checkpoints live beside the runs they become
         opts = opts or TrainOptions()

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from ..core.files import atomic_save
 from ..models.config import (MAX_BATCH, MAX_DEPTH, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX_WIDTH,  # noqa: F401 (re-exported)
                      MODEL_VERSIONS, MODELS, SCHEDULES, RunConfig, check_fits, lr_factor, pick_device,
                      schedule_sum, validate_config)
@@ -123,17 +124,6 @@ def _load_data_state(data, st: dict) -> None:
     if hasattr(data, "perm"):
         data.perm = None if st["perm"] is None else st["perm"].to(data.train[0].device)
         data.pos = int(st["pos"])
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a kill during the write leaves the previous checkpoint, never a torn one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except OSError:  # a read-only or full store: training goes on, only the crash insurance is lost
-        pass
 
 
 def _load_checkpoint(path: Path, run_ids: list[str]) -> dict | None:
@@ -274,7 +264,7 @@ class _EnsembleRun:
 
     def save(self, done: int) -> None:
         m = self.model
-        _save_checkpoint(self.ckpt, {
+        atomic_save(self.ckpt, {
             "run_ids": self.run_ids, "step": done,
             "params": {n: p.detach().cpu() for n, p in m.named_parameters()},
             "readout_mult": m.readout_mult.detach().cpu(), "opt": self.opt.state(), "data": _data_state(self.data),
