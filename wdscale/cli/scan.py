@@ -34,9 +34,7 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from ..models.config import parse_numbers
-    from ..models.presets import get
-    from ..science.study import own_spec, proxy_configs, transfer_configs
+    from .study import spec_from_args
     from ..training.store import RunStore, _clean
     from ..training.train import TrainOptions
 
@@ -44,21 +42,7 @@ def run(args) -> int:
     target = check_target_width(args.target_width)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-    spec = dict(get(args.preset))
-    if args.seeds is not None:
-        seeds = parse_numbers(args.seeds, int)
-        if not seeds or any(x < 0 for x in seeds):
-            raise ValueError(f"--seeds must be a comma list of integers >= 0, got {args.seeds!r}")
-        spec["seeds"] = tuple(seeds)
-    spec = own_spec(spec, args)
-    if getattr(args, "model", None):
-        from ..models.own import print_classes
-        from ..training.train import preflight
-
-        configs = proxy_configs(None, spec)
-        preflight(configs, args.device)
-        print_classes(transfer_configs(configs[0].lr, configs[0].wd, None, spec, widths=[max(spec["widths"])],
-                                       rules=[spec["rules"][0]]))
+    spec = spec_from_args(args)
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

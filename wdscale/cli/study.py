@@ -49,6 +49,25 @@ def run(args) -> int:
     from ..training.store import RunStore, _clean
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    spec = spec_from_args(args)
+    store = RunStore(args.out)
+    bar = progress_bar()  # stderr: the JSON on stdout stays clean
+    try:
+        s = run_study(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile,
+                                         members=getattr(args, "members", "auto")), on_event=bar, spec=spec)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(_clean(s)))
+    else:
+        print(format_summary(s))
+    return 0
+
+
+def spec_from_args(args) -> dict:
+    """The preset's spec with the command's --seeds and model-file options (``study.own_spec``); for a model file,
+    the pre-flight checks run and the classes table is printed before anything trains.  Shared by ``demo``,
+    ``study`` and ``scan``."""
     from ..models.config import parse_numbers
     from ..models.presets import get
 
@@ -68,15 +87,4 @@ def run(args) -> int:
 
         print_classes(transfer_configs(configs[0].lr, configs[0].wd, None, spec, widths=[max(spec["widths"])],
                                        rules=[spec["rules"][0]]))
-    store = RunStore(args.out)
-    bar = progress_bar()  # stderr: the JSON on stdout stays clean
-    try:
-        s = run_study(store, TrainOptions(device=args.device, amp=args.amp, compile=args.compile,
-                                         members=getattr(args, "members", "auto")), on_event=bar, spec=spec)
-    finally:
-        bar.close()
-    if args.json:
-        print(json.dumps(_clean(s)))
-    else:
-        print(format_summary(s))
-    return 0
+    return spec
