@@ -150,6 +150,13 @@ def test_mechanism_holds_when_the_paired_gap_ci_contains_zero():
     assert m["holds"] is False and m["gap_ci"] == pytest.approx([0.3, 0.3])
 
 
+def test_mechanism_is_untested_when_the_bootstrap_has_too_few_distinct_draws():
+    # 2 seeds: every joint resample is (s0, s0), (s0, s1) or (s1, s1), 3 distinct draws however many are taken
+    boots = [(1.5, 0.8), (1.4, 0.85), (1.6, 0.82)] * 100
+    m = mechanism(1.5, 0.84, boots)
+    assert m["holds"] is None and m["gap_ci"] is None and "3 distinct draws" in m["reason"]
+
+
 def test_scan_configs_emit_the_named_rules_as_twins():
     from wdscale.models.presets import LADDER, PRESETS
     from wdscale.science.study import transfer_configs

@@ -33,6 +33,7 @@ QS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 NAMED_Q = {"mup": 0.0, "wd": 0.5, "indep": 1.0}  # the named rules are points of the scan: its twins
 MOONSHOT = 0.15  # a predictor within this of q_drift* in every regime would answer the question
 LEVEL = 95.0
+MIN_DISTINCT = 5  # distinct bootstrap values a percentile CI needs before it is read as one
 nan = float("nan")
 
 
@@ -279,6 +280,10 @@ def mechanism(q_drift, q_sigma, boots, level: float = LEVEL) -> dict:
     gaps = [a - b for a, b in boots if not math.isnan(a - b)]  # both past the same edge: no gap to read
     if len(gaps) < max(2, len(boots) // 2):
         return {**out, "reason": "not testable: no CI of the gap (fewer than two seeds to resample)"}
+    distinct = len({(round(a, 9), round(b, 9)) for a, b in boots if not math.isnan(a - b)})
+    if distinct < MIN_DISTINCT:  # 2 seeds resample to 3 distinct draws: a percentile CI of 3 values means nothing
+        return {**out, "reason": f"the seed bootstrap gives only {distinct} distinct draws (point gap "
+                                 f"{out['gap']:+.2f}); train >= 3 seeds for a CI"}
     lo, hi = _pct(gaps, level)
     out.update(gap_ci=[lo, hi], holds=bool(lo <= 0 <= hi))
     head = f"q_drift* − q_σ* = {out['gap']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
