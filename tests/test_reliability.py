@@ -14,7 +14,8 @@ from wdscale.training.store import RunStore, rebuild_index
 from wdscale.training.sweep import expand_grid, plan, run_sweep
 from wdscale.training.train import RunConfig, preflight
 
-GRID = dict(model="synthetic", widths=[32], base_width=32, rules=["mup", "wd"], lrs=[1e-2, 2e-2], wds=[0.5], steps=12)
+# m = 2: mup and wd are different members here (at m = 1 they are twins, read from each other: tested below)
+GRID = dict(model="synthetic", widths=[32], base_width=16, rules=["mup", "wd"], lrs=[1e-2, 2e-2], wds=[0.5], steps=12)
 
 
 def grid():
@@ -107,6 +108,21 @@ def test_missing_spectra_and_truncated_weights_are_damaged_and_a_sweep_retrains_
     assert store.check()["ok"] == 4 and store.get(a) and store.get(b)
 
 
+def test_a_damaged_run_with_a_healthy_twin_is_restored_from_it_without_training(tmp_path):
+    """At m = 1 mup and wd are the same member: a damaged mup run is read back from its stored wd twin."""
+    g = expand_grid(**dict(GRID, base_width=32))
+    store = RunStore(tmp_path / "T")
+    run_sweep(g, store)
+    mup = next(c for c in g if c.rule == "mup")
+    (tmp_path / "T" / "spectra" / f"{mup.run_id}.npz").unlink()
+    store = RunStore(tmp_path / "T")
+    assert store.get(mup.run_id) is None
+    cached, todo = plan(g, store)
+    assert todo == [] and len(cached) == 4
+    run_sweep(g, store)
+    assert store.check()["ok"] == 4 and store.get(mup.run_id)["twin_of"]
+
+
 def test_same_size_garbage_is_found_by_the_deep_check(S, capsys):
     rid = ids(S)[0]
     w = S / "weights" / f"{rid}.safetensors"
@@ -141,7 +157,7 @@ def test_garbage_index_is_one_line_and_repair_rebuilds_it(S, capsys):
     with pytest.raises(StoreCorrupt):
         RunStore(S)
     for argv in (["runs", "--out", S], ["report", S], ["runs", "--out", S, "--check"],
-                 ["sweep", "--widths", "32", "--base-width", "32", "--steps", "12", "--out", S]):
+                 ["sweep", "--widths", "32", "--base-width", "16", "--steps", "12", "--out", S]):
         rc, out, err = run_cli(capsys, *argv)
         assert rc == 1 and one_line_error(err) and "--repair" in err and "corrupt" in err, (argv, err)
     rc, out, err = run_cli(capsys, "runs", "--out", S, "--repair")
@@ -156,7 +172,7 @@ def test_read_only_store_reads_and_refuses_writes(S, capsys, monkeypatch):
     assert store.readonly and len(store.records()) == 4
     rc, out, err = run_cli(capsys, "runs", "--out", S)
     assert rc == 0 and out.count("done") == 4
-    base = ["sweep", "--widths", "32", "--base-width", "32", "--rules", "mup,wd", "--wds", "0.5", "--steps", "12",
+    base = ["sweep", "--widths", "32", "--base-width", "16", "--rules", "mup,wd", "--wds", "0.5", "--steps", "12",
             "--out", S]
     rc, out, err = run_cli(capsys, *base, "--lrs", "1e-2,2e-2")
     assert rc == 0 and out.count("yes") == 4  # fully cached: only reads
