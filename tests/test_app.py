@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from wdscale.show.jobs import JobManager, check_study, demo_configs
+from wdscale.show.jobs import JobManager, check_study
 from wdscale.training.store import RunStore
-from wdscale.training.sweep import expand_grid, plan
+from wdscale.training.sweep import expand_grid
 
 PAGES = ["pages/train.py", "pages/spectra.py", "pages/transfer.py", "pages/steady_state.py",
          "pages/diagnostics.py", "pages/runs.py"]
@@ -185,33 +185,6 @@ def test_train_page_says_what_the_cuda_check_found_and_refuses_exp_warmup_with_m
     assert any("exp_warmup" in e.value and "applies twice" in e.value for e in at.error), [e.value for e in at.error]
 
 
-EXITS = '''import os
-
-import torch
-
-
-def build(width):
-    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-                               torch.nn.Linear(width, 2))
-
-
-def batches(seed):
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        yield torch.randn(8, 4, generator=g)
-
-
-def val_batches():
-    return [torch.ones(8, 4)]
-
-
-def loss(model, batch):
-    if model[2].weight.shape[-1] >= 64:
-        os._exit(3)
-    return model(batch).pow(2).mean()
-'''
-
-
 def test_a_reload_sees_the_running_demo_and_cancels_it(data_dir):
     """A fresh session (a browser reload, a second tab) of a server whose manager did not start the job: Home finds
     the job under its key from the job's folder, shows it training, offers no second start, and its Cancel stops it."""
@@ -233,9 +206,10 @@ def test_a_reload_sees_the_running_demo_and_cancels_it(data_dir):
 
 
 def test_a_crashed_training_process_is_one_message_and_the_app_goes_on(data_dir, tmp_path):
-    path = tmp_path / "exits.py"
-    path.write_text(EXITS)
-    cs = expand_grid("exits", [32, 64], 32, ["mup"], [1e-2], [0.1], 4, [0], model_file=str(path))
+    from _models import model_file
+
+    path = model_file(tmp_path, "exits")  # its loss calls os._exit(3) at width 64
+    cs = expand_grid("exits", [32, 64], 32, ["mup"], [1e-2], [0.1], 4, [0], model_file=path)
     from wdscale.training.train import TrainOptions
 
     mgr = JobManager(str(data_dir))

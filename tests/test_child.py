@@ -6,7 +6,6 @@ stays in the store.  No timings are asserted: the machine may be shared."""
 import json
 import os
 import signal
-import textwrap
 import time
 
 import pytest
@@ -17,41 +16,8 @@ from wdscale.training.store import RunStore
 from wdscale.training.sweep import expand_grid
 from wdscale.training.train import RunConfig, TrainOptions
 
-# A model file whose loss does something bad once the hidden width is 64; width 32 trains normally (and preflight,
-# which only calls the loss at the base width, never sees it).
-MODEL = '''import os
-import time
+from _models import model_file  # noqa: E402  (tests/_models.py: the crashing model files)
 
-import torch
-
-
-def build(width):
-    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-                               torch.nn.Tanh(), torch.nn.Linear(width, 2))
-
-
-def batches(seed):
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        yield torch.randn(8, 4, generator=g)
-
-
-def val_batches():
-    return [torch.ones(8, 4)]
-
-
-def loss(model, batch):
-    time.sleep(PACE)
-    if model[2].weight.shape[-1] >= 64:
-        CRASH
-    return model(batch).pow(2).mean()
-'''
-CRASHES = {
-    "raises": "raise RuntimeError('the model file broke at width 64')",
-    "exits": "os._exit(3)",
-    "oom": "torch.empty(2 ** 31, dtype=torch.float64).fill_(1.0)  # 16 GiB",
-    "slow": "time.sleep(0.2)",  # killed from outside while it trains
-}
 LOOP = TrainOptions(members="loop")  # no timing of the member paths: the loss runs only in training
 
 
@@ -61,12 +27,6 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("WDSCALE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("WDSCALE_RAY_ADDRESS", raising=False)
     return tmp_path
-
-
-def model_file(folder, crash: str, pace: float = 0.0) -> str:
-    path = folder / f"{crash}.py"
-    path.write_text(MODEL.replace("CRASH", CRASHES[crash]).replace("PACE", repr(pace)))
-    return str(path)
 
 
 def own_configs(path: str, widths=(32, 64), steps: int = 6, lrs=(1e-2,)) -> list[RunConfig]:
